@@ -1,0 +1,93 @@
+"""Labels: what the LLM, people and distilled models said about each document.
+
+This module owns the ``labels`` table. A label row is never edited in place: a correction is a new
+row, a withdrawn human label gets ``retracted_at``. "Current" means the newest live row per
+(document, source).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tnt.workspace import Workspace, utc_now
+
+SOURCES = ("llm", "human", "model")
+
+
+@dataclass
+class LabelRecord:
+    doc_id: str
+    source: str  # llm | human | model
+    label: str | None = None
+    taxonomy_version: int | None = None
+    extra_labels: list[str] = field(default_factory=list)
+    score: float | None = None  # numeric labels (quality scores)
+    confidence: float | None = None
+    explanation: str | None = None
+    origin: str | None = None  # e.g. "import:train.csv#category", "label-studio:annotation/12"
+    run_id: str | None = None
+    model: str | None = None
+    prompt_hash: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        if self.source not in SOURCES:
+            raise ValueError(f"label source must be one of {SOURCES}, not {self.source!r}")
+        return {**asdict(self), "extra_labels": json.dumps(self.extra_labels), "created_at": utc_now()}
+
+
+class LabelStore:
+    def __init__(self, workspace: Workspace):
+        self.db = workspace.db
+
+    def add(self, records: Iterable[LabelRecord]) -> int:
+        rows = [record.to_row() for record in records]
+        with self.db.conn:
+            self.db["labels"].insert_all(rows, batch_size=1000)
+        return len(rows)
+
+    def set_taxonomy_version(self, run_id: str, version: int) -> None:
+        with self.db.conn:
+            self.db.execute(
+                "update labels set taxonomy_version = ? where run_id = ?", [version, run_id]
+            )
+
+    def retract(self, origin: str) -> int:
+        with self.db.conn:
+            cursor = self.db.execute(
+                "update labels set retracted_at = ? where origin = ? and retracted_at is null",
+                [utc_now(), origin],
+            )
+        return cursor.rowcount
+
+    def current(
+        self, taxonomy_version: int | None, source: str, origins_like: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The newest live label per document from ``source`` for a taxonomy version."""
+        sql = """
+            select * from labels where id in (
+                select max(id) from labels
+                where taxonomy_version is ? and source = ? and retracted_at is null
+                  and (? is null or origin like ?)
+                group by doc_id
+            )
+        """
+        rows = self.db.query(sql, [taxonomy_version, source, origins_like, origins_like])
+        return {row["doc_id"]: _decode(row) for row in rows}
+
+    def count(self, taxonomy_version: int | None = None, source: str | None = None) -> int:
+        where = ["retracted_at is null"]
+        args: list[Any] = []
+        if taxonomy_version is not None:
+            where.append("taxonomy_version = ?")
+            args.append(taxonomy_version)
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        return self.db["labels"].count_where(" and ".join(where), args)
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "extra_labels": json.loads(row["extra_labels"] or "[]")}

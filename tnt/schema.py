@@ -1,0 +1,129 @@
+"""The workspace schema, as an ordered list of migrations.
+
+Each migration runs once, atomically with its record (sqlite_utils.Migrations). Append new migrations at the
+end; never edit one that has shipped. Each table belongs to one stage module, named in its comment;
+other modules go through that module's API, never the table.
+"""
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("tnt")
+
+
+@migrations()
+def m001_spine(db: Database) -> None:
+    # workspace.py: every command that changes state is a run
+    db["runs"].create(
+        {
+            "id": str,
+            "kind": str,
+            "params": str,
+            "status": str,
+            "started_at": str,
+            "finished_at": str,
+            "stats": str,
+        },
+        pk="id",
+    )
+    db["run_issues"].create(
+        {"id": int, "run_id": str, "place": str, "field": str, "message": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["run_issues"].create_index(["run_id"])
+    # corpus.py
+    db["documents"].create(
+        {
+            "id": str,
+            "text": str,
+            "meta": str,
+            "source": str,
+            "content_hash": str,
+            "n_chars": int,
+            "run_id": str,
+            "created_at": str,
+        },
+        pk="id",
+    )
+    # llm.py: the response cache and the call log
+    db["llm_cache"].create(
+        {"key": str, "model": str, "response": str, "created_at": str}, pk="key"
+    )
+    db["llm_calls"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "key": str,
+            "model": str,
+            "stage": str,
+            "outcome": str,
+            "error": str,
+            "attempts": int,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cost": float,
+            "latency_ms": float,
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["llm_calls"].create_index(["run_id"])
+    # taxonomy.py: every generated, edited or imported label set is a version
+    db["taxonomies"].create(
+        {
+            "version": int,
+            "parent": int,
+            "method": str,
+            "use_case": str,
+            "labels": str,
+            "content_hash": str,
+            "model": str,
+            "params": str,
+            "prompt_hashes": str,
+            "score": float,
+            "run_id": str,
+            "note": str,
+            "created_at": str,
+        },
+        pk="version",
+    )
+    # label.py: labels from the LLM, from people and from distilled models
+    db["labels"].create(
+        {
+            "id": int,
+            "doc_id": str,
+            "taxonomy_version": int,
+            "label": str,
+            "extra_labels": str,
+            "score": float,
+            "confidence": float,
+            "explanation": str,
+            "source": str,
+            "origin": str,
+            "run_id": str,
+            "model": str,
+            "prompt_hash": str,
+            "created_at": str,
+            "retracted_at": str,
+        },
+        pk="id",
+    )
+    db["labels"].create_index(["doc_id"])
+    db["labels"].create_index(["taxonomy_version", "source"])
+    db["labels"].create_index(["run_id"])
+    # distill.py: trained classifiers (weights live in files beside the database)
+    db["models"].create(
+        {
+            "id": str,
+            "taxonomy_version": int,
+            "kind": str,
+            "target": str,
+            "path": str,
+            "labels": str,
+            "encoder": str,
+            "metrics": str,
+            "run_id": str,
+            "created_at": str,
+        },
+        pk="id",
+    )
