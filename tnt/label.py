@@ -8,7 +8,7 @@ row, a withdrawn human label gets ``retracted_at``. "Current" means the newest l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,19 +63,71 @@ class LabelStore:
         return cursor.rowcount
 
     def current(
-        self, taxonomy_version: int | None, source: str, origins_like: str | None = None
+        self, taxonomy_version: int | None, source: str, origins_like: str | None = None,
+        *, doc_ids: Sequence[str] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """The newest live label per document from ``source`` for a taxonomy version."""
+        """The newest live label per document from ``source`` for a taxonomy version (only of
+        ``doc_ids`` when given: a lookup by index instead of a pass over every label)."""
+        if doc_ids is not None:
+            found: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(doc_ids), 500):
+                found.update(self._current(taxonomy_version, source, origins_like, doc_ids[start : start + 500]))
+            return found
+        return self._current(taxonomy_version, source, origins_like, None)
+
+    def _current(
+        self, taxonomy_version: int | None, source: str, origins_like: str | None, doc_ids: Sequence[str] | None
+    ) -> dict[str, dict[str, Any]]:
+        only = f"and doc_id in ({','.join('?' * len(doc_ids))})" if doc_ids is not None else ""
+        sql = f"""
+            select * from labels where id in (
+                select max(id) from labels
+                where taxonomy_version is ? and source = ? and retracted_at is null
+                  and (? is null or origin like ?) {only}
+                group by doc_id
+            )
+        """
+        rows = self.db.query(sql, [taxonomy_version, source, origins_like, origins_like, *(doc_ids or [])])
+        return {row["doc_id"]: _decode(row) for row in rows}
+
+    def current_by_origin(
+        self, taxonomy_version: int | None, source: str, origins_like: str
+    ) -> dict[str, dict[str, Any]]:
+        """The newest live label per origin (one per Label Studio annotation, say): unlike ``current``,
+        several people's labels of one document all appear."""
         sql = """
             select * from labels where id in (
+                select max(id) from labels
+                where (? is null or taxonomy_version = ?) and source = ? and retracted_at is null
+                  and origin like ?
+                group by origin
+            )
+        """
+        rows = self.db.query(sql, [taxonomy_version, taxonomy_version, source, origins_like])
+        return {row["origin"]: _decode(row) for row in rows}
+
+    def current_doc_ids(
+        self,
+        taxonomy_version: int | None,
+        source: str,
+        *,
+        model: str,
+        origin: str,
+        prompt_hashes: Iterable[str],
+        origins_like: str | None = None,
+    ) -> set[str]:
+        """Documents whose current label (as in ``current``) came from this model, origin and prompts."""
+        hashes = list(prompt_hashes)
+        sql = f"""
+            select doc_id from labels where id in (
                 select max(id) from labels
                 where taxonomy_version is ? and source = ? and retracted_at is null
                   and (? is null or origin like ?)
                 group by doc_id
-            )
+            ) and model = ? and origin = ? and prompt_hash in ({",".join("?" * len(hashes))})
         """
-        rows = self.db.query(sql, [taxonomy_version, source, origins_like, origins_like])
-        return {row["doc_id"]: _decode(row) for row in rows}
+        rows = self.db.execute(sql, [taxonomy_version, source, origins_like, origins_like, model, origin, *hashes])
+        return {row[0] for row in rows}
 
     def count(self, taxonomy_version: int | None = None, source: str | None = None) -> int:
         where = ["retracted_at is null"]

@@ -43,7 +43,12 @@ def _gguf_in_package(package: str) -> Path:
 
 
 class LocalModels:
-    """Loaded llama.cpp models, one per (file, needs-logprobs); calls run one at a time."""
+    """Loaded llama.cpp models, one per (file, needs-logprobs); calls run one at a time.
+
+    llama-cpp-python returns logprobs only from a model loaded with ``logits_all=True`` (it raises
+    otherwise), which keeps logits for every position (n_ctx x vocabulary floats); so that instance is
+    loaded only when a request asks for ``top_logprobs``.
+    """
 
     def __init__(self) -> None:
         self._models: dict[tuple[Path, bool], Any] = {}
@@ -66,7 +71,7 @@ class LocalModels:
         return self._models[key]
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]):
-        from tnt.llm import RawResponse
+        from tnt.llm import raw_from_openai_dict
 
         path = resolve_model_path(model)
         kwargs: dict[str, Any] = {
@@ -83,15 +88,4 @@ class LocalModels:
         async with self._lock:
             llama = self._model(path, wants_logprobs)
             response = await asyncio.to_thread(llama.create_chat_completion, **kwargs)
-        choice = response["choices"][0]
-        top = None
-        content = (choice.get("logprobs") or {}).get("content")
-        if content:
-            top = [{alt["token"]: alt["logprob"] for alt in t["top_logprobs"]} for t in content]
-        usage = response.get("usage") or {}
-        return RawResponse(
-            text=choice["message"]["content"] or "",
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            top_logprobs=top,
-        )
+        return raw_from_openai_dict(response)

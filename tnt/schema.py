@@ -127,3 +127,78 @@ def m001_spine(db: Database) -> None:
         },
         pk="id",
     )
+
+
+@migrations()
+def summarize_001_summaries(db: Database) -> None:
+    # summarize.py: use-case-conditioned document summaries, reused across taxonomy runs
+    db["summaries"].create(
+        {
+            "id": int,
+            "doc_id": str,
+            "key": str,  # hash of (use case, model, prompt hash): one summary per document and key
+            "use_case": str,
+            "summary": str,
+            "explanation": str,
+            "model": str,
+            "prompt_hash": str,
+            "run_id": str,
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["summaries"].create_index(["doc_id", "key"], unique=True)
+
+
+@migrations()
+def select_001_selections(db: Database) -> None:
+    # select.py: the documents each selection run chose, in output order
+    db["selections"].create(
+        {
+            "run_id": str,
+            "position": int,
+            "doc_id": str,
+            "label": str,
+            "source": str,
+            "tokens": int,
+            "quality": float,
+        },
+        pk=("run_id", "position"),
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+
+
+@migrations()
+def labelstudio_001_projects(db: Database) -> None:
+    # labelstudio.py: the Label Studio projects tnt pushed, each tied to one taxonomy version
+    db["ls_projects"].create(
+        {
+            "project_id": int,
+            "url": str,
+            "title": str,
+            "taxonomy_version": int,
+            "multi": int,
+            "backend_url": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="project_id",
+    )
+
+
+@migrations()
+def review_001_samples(db: Database) -> None:
+    # review.py: documents chosen for human review, with why each was chosen
+    db["review_samples"].create(
+        {
+            "run_id": str,
+            "position": int,
+            "doc_id": str,
+            "taxonomy_version": int,
+            "reason": str,
+            "detail": str,
+        },
+        pk=("run_id", "position"),
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["review_samples"].create_index(["doc_id"])

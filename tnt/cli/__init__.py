@@ -29,13 +29,27 @@ def init(
 
 
 @app.command()
-def runs(workspace: WorkspaceOption) -> None:
-    """List the runs recorded in the workspace."""
+def runs(
+    workspace: WorkspaceOption,
+    issues: Annotated[Optional[str], typer.Option("--issues", help="List this run's problems (skipped rows, failed documents).")] = None,
+) -> None:
+    """List the runs recorded in the workspace, or one run's problems."""
     with open_workspace(workspace) as ws:
+        if issues:
+            run_issues(ws, issues)
+            return
         table = Table("run", "kind", "status", "started", "stats")
         for run in ws.runs():
             table.add_row(run["id"], run["kind"], run["status"], run["started_at"], run["stats"])
         console.print(table)
+
+
+def run_issues(ws: Workspace, run: str) -> None:
+    run_id = ws.get_run(run)["id"]
+    table = Table("place", "field", "problem")
+    for issue in ws.run_issues(run_id):
+        table.add_row(issue["place"], issue["field"] or "", issue["message"])
+    console.print(table)
 
 
 @app.command()
@@ -48,15 +62,54 @@ def cost(
 
     with open_workspace(workspace) as ws:
         run_id = ws.get_run(run)["id"] if run else None
-        table = Table("run", "model", "calls", "sent", "cached", "failed", "prompt tok", "completion tok", "cost $")
+        table = Table("model", "calls", "sent", "cached", "failed", "prompt tok", "completion tok", "cost $")
+        table.add_column("run", no_wrap=True)
         for row in call_summary(ws, run_id):
             cost_text = "unknown" if row["cost"] is None else f"{row['cost']:.4f}"
             table.add_row(
-                row["run_id"] or "-", row["model"],
+                row["model"],
                 *(str(row[k] or 0) for k in ("calls", "sent", "cached", "failed", "prompt_tokens", "completion_tokens")),
                 cost_text,
+                row["run_id"] or "-",
             )
         console.print(table)
+
+
+from tnt.cli.report import report as _report  # noqa: E402
+from tnt.cli.select import select as _select  # noqa: E402
+
+app.command("select")(_select)
+app.command("report")(_report)
+
+from tnt.cli.label import label as _label  # noqa: E402
+from tnt.cli.score import app as _score_app  # noqa: E402
+
+app.command("label")(_label)
+app.add_typer(_score_app, name="score")
+
+from tnt.cli.ingest import ingest as _ingest  # noqa: E402
+
+app.command("ingest")(_ingest)
+
+from tnt.cli.taxonomy import app as _taxonomy_app  # noqa: E402
+
+app.add_typer(_taxonomy_app, name="taxonomy")
+
+from tnt.cli.tag import tag as _tag  # noqa: E402
+from tnt.cli.train import models as _models  # noqa: E402
+from tnt.cli.train import train as _train  # noqa: E402
+
+app.command("train")(_train)
+app.command("models")(_models)
+app.command("tag")(_tag)
+
+from tnt.cli.ls import app as _ls_app  # noqa: E402
+from tnt.cli.review import app as _review_app  # noqa: E402
+from tnt.cli.serve import serve as _serve  # noqa: E402
+
+app.add_typer(_ls_app, name="ls")
+app.add_typer(_review_app, name="review")
+app.command("serve")(_serve)
 
 
 def main() -> None:

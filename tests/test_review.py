@@ -1,0 +1,166 @@
+"""Review sampling (reasons, mix, exclusions) and agreement figures."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from typer.testing import CliRunner
+
+from tests.ls_server import banking_workspace, store_llm_labels
+from tnt import distill
+from tnt.cli import app
+from tnt.label import LabelRecord, LabelStore
+from tnt.review import (
+    Candidate,
+    Pick,
+    ReviewSamples,
+    agreement,
+    choose_for_review,
+    compare_labels,
+    margins,
+    sample_for_review,
+)
+
+
+def candidates() -> list[Candidate]:
+    """60 documents over three labels; the classifier disagrees with the LLM on d00–d09."""
+    result = []
+    for i in range(60):
+        llm = "abc"[i % 3]
+        model = "abc"[(i + 1) % 3] if i < 10 else llm
+        result.append(Candidate(f"d{i:02d}", llm, 0.5 + i / 200, model, model_margin=i / 60))
+    return result
+
+
+def test_the_mix_sets_each_strategys_share_and_every_pick_has_its_reason():
+    picks = choose_for_review(candidates(), 20, {"disagreement": 0.25, "least_confident": 0.5, "stratified": 0.25})
+    assert len(picks) == len({p.doc_id for p in picks}) == 20
+    assert Counter(p.reason for p in picks) == {"disagreement": 5, "least_confident": 10, "stratified": 5}
+    disagreeing = {f"d{i:02d}" for i in range(10)}
+    assert all(p.doc_id in disagreeing for p in picks if p.reason == "disagreement")
+    first = next(p for p in picks if p.reason == "disagreement")
+    assert first.detail["llm_label"] != first.detail["model_label"]
+
+
+def test_least_confident_takes_the_smallest_margins_in_turns_across_predicted_labels():
+    pool = [Candidate(f"a{i}", model_label="a", model_margin=0.01 * i) for i in range(10)]
+    pool += [Candidate(f"b{i}", model_label="b", model_margin=0.5 + 0.01 * i) for i in range(3)]
+    picks = choose_for_review(pool, 4, {"least_confident": 1})
+    assert [p.doc_id for p in picks] == ["a0", "b0", "a1", "b1"]
+    assert picks[1].detail == {"model_label": "b", "model_margin": 0.5}
+
+
+def test_stratified_reaches_every_label_rare_ones_first():
+    pool = [Candidate(f"c{i}", llm_label="common") for i in range(50)] + [Candidate("r0", llm_label="rare")]
+    picks = choose_for_review(pool, 2, {"stratified": 1}, seed=3)
+    assert [p.doc_id for p in picks][0] == "r0" and picks[1].doc_id.startswith("c")
+
+
+def test_a_strategy_with_nothing_to_offer_hands_its_share_on_and_unknown_documents_come_last():
+    pool = [Candidate(f"x{i}", llm_label="a", llm_confidence=i / 10) for i in range(5)] + [Candidate("bare")]
+    picks = choose_for_review(pool, 6)  # no classifier: no disagreement, margins from LLM confidence
+    assert [p.doc_id for p in picks][:1] == ["x0"]
+    assert {p.reason for p in picks} <= {"least_confident", "stratified", "random"}
+    assert picks[-1] == Pick("bare", "random")
+    assert len(choose_for_review(pool, 100)) == 6
+
+
+def test_the_same_seed_gives_the_same_sample_and_bad_mixes_are_refused():
+    assert choose_for_review(candidates(), 15, seed=4) == choose_for_review(candidates(), 15, seed=4)
+    with pytest.raises(ValueError, match="unknown review strategies"):
+        choose_for_review(candidates(), 5, {"loudest": 1.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        choose_for_review(candidates(), 5, {"stratified": 0.0})
+
+
+def test_margins_are_the_lead_of_the_best_label_over_the_second():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.45, 0.45]])
+    assert margins(probabilities, ["a", "b", "c"]) == [
+        {"model_label": "a", "model_margin": pytest.approx(0.5)},
+        {"model_label": "b", "model_margin": pytest.approx(0.0)},
+    ]
+
+
+def test_sampling_a_workspace_skips_reviewed_and_already_sampled_documents(workspace, tmp_path):
+    taxonomy, gold, _ = banking_workspace(workspace, tmp_path, categories=4, per_category=10)
+    store_llm_labels(workspace, taxonomy.version, gold)
+    LabelStore(workspace).add([LabelRecord("d000", "human", gold["d000"], taxonomy.version, origin="label-studio:1/1")])
+    first = sample_for_review(workspace, 15, taxonomy_version=taxonomy.version)
+    assert first.classifier is None and len(first.picks) == 15
+    assert "d000" not in {p.doc_id for p in first.picks}
+    assert {p.reason for p in first.picks} <= {"least_confident", "stratified"}
+    second = sample_for_review(workspace, 30, taxonomy_version=taxonomy.version)
+    assert len(second.picks) == 40 - 1 - 15  # what is left
+    assert not {p.doc_id for p in first.picks} & {p.doc_id for p in second.picks}
+    assert ReviewSamples(workspace).latest(taxonomy.version) == second.picks
+    run = workspace.get_run(second.run_id)
+    assert run["kind"] == "review-sample" and run["stats"]["picked"] == 24
+
+
+@pytest.mark.slow
+def test_with_a_classifier_disagreements_between_it_and_the_llm_are_sampled(workspace, tmp_path):
+    taxonomy, gold, texts = banking_workspace(workspace, tmp_path, categories=4, per_category=15)
+    names = taxonomy.names
+    noisy = {d: (names[(names.index(label) + 1) % 4] if i % 5 == 0 else label) for i, (d, label) in enumerate(gold.items())}
+    store_llm_labels(workspace, taxonomy.version, noisy)
+    model = distill.train(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
+    sample = sample_for_review(workspace, 20, taxonomy_version=taxonomy.version)
+    assert sample.classifier == model.id
+    predicted = dict(zip(gold, distill.load_model(workspace, model.id).predict(list(texts.values()))))
+    disagreements = [p for p in sample.picks if p.reason == "disagreement"]
+    assert disagreements and all(predicted[p.doc_id] != noisy[p.doc_id] for p in disagreements)
+    assert all(p.detail["model_label"] == predicted[p.doc_id] for p in sample.picks if "model_label" in p.detail)
+
+
+def test_compare_labels_matches_scikit_learn_and_lists_confusions():
+    human = ["a", "a", "b", "b", "c", "c", "c"]
+    llm = ["a", "b", "b", "b", "c", "a", "c"]
+    pair = compare_labels(human, llm)
+    assert pair.documents == 7
+    assert pair.kappa == pytest.approx(cohen_kappa_score(human, llm))
+    assert pair.accuracy == pytest.approx(5 / 7)
+    assert pair.per_label["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert sorted(pair.confusions) == [("a", "b", 1), ("c", "a", 1)]
+    assert compare_labels(["a", "a"], ["a", "a"]).kappa is None  # undefined with one label
+    assert compare_labels([], []).documents == 0
+
+
+def test_agreement_between_the_llm_and_people_and_between_people(workspace, tmp_path):
+    taxonomy, gold, _ = banking_workspace(workspace, tmp_path, categories=3, per_category=4)
+    v = taxonomy.version
+    doc_ids = list(gold)
+    llm = {d: gold[d] if i % 3 else taxonomy.names[0] for i, d in enumerate(doc_ids)}
+    store_llm_labels(workspace, v, llm)
+    store = LabelStore(workspace)
+    store.add(LabelRecord(d, "human", gold[d], v, origin=f"label-studio:1/{i}") for i, d in enumerate(doc_ids[:9]))
+    second = {doc_ids[0]: gold[doc_ids[0]], doc_ids[1]: taxonomy.names[2], doc_ids[2]: gold[doc_ids[2]]}
+    store.add(LabelRecord(d, "human", label, v, origin=f"label-studio:1/{100 + i}") for i, (d, label) in enumerate(second.items()))
+    report = agreement(workspace, v)
+    humans = store.current(v, "human")
+    expected = compare_labels([humans[d]["label"] for d in humans], [llm[d] for d in humans])
+    assert report.llm_vs_human == expected and report.llm_vs_human.documents == 9
+    assert report.human_vs_human.documents == 3 and report.human_vs_human.accuracy == pytest.approx(2 / 3)
+
+
+def test_review_commands(workspace, tmp_path):
+    taxonomy, gold, _ = banking_workspace(workspace, tmp_path, categories=3, per_category=5)
+    store_llm_labels(workspace, taxonomy.version, gold)
+    LabelStore(workspace).add(
+        LabelRecord(d, "human", gold[d] if i else taxonomy.names[1], taxonomy.version, origin=f"label-studio:2/{i}")
+        for i, d in enumerate(list(gold)[:6])
+    )
+    runner = CliRunner()
+    w = ["-w", str(workspace.directory)]
+    sampled = runner.invoke(app, ["review", "sample", "5", *w, "--mix", "least_confident=1"])
+    assert sampled.exit_code == 0, sampled.output
+    assert "5 of 9 candidates" in sampled.output and "least_confident 5" in sampled.output
+    bad = runner.invoke(app, ["review", "sample", "5", *w, "--mix", "loudest=1"])
+    assert bad.exit_code == 1 and "unknown review strategies" in bad.output
+    shown = runner.invoke(app, ["review", "agreement", *w])
+    assert shown.exit_code == 0 and "LLM vs human" in shown.output and "Most frequent disagreements" in shown.output
+    as_json = json.loads(runner.invoke(app, ["review", "agreement", *w, "--json"]).output)
+    assert as_json["llm_vs_human"]["documents"] == 6 and as_json["llm_vs_human"]["accuracy"] == pytest.approx(5 / 6)

@@ -1,0 +1,77 @@
+"""``tnt score``: numeric labels for documents, such as Ask-LLM quality scores."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tnt.cli.common import (
+    ApiBaseOption,
+    ApiKeyOption,
+    ConcurrencyOption,
+    DryRunOption,
+    ModelOption,
+    RpmOption,
+    TpmOption,
+    WorkspaceOption,
+    fail,
+    llm_settings,
+    open_workspace,
+)
+from tnt.cli.label import (
+    AllOption,
+    IdsOption,
+    PromptsOption,
+    SampleOption,
+    SeedOption,
+    print_estimate,
+    print_result,
+    progress_bar,
+    selected_ids,
+)
+from tnt.llm import DEFAULT_MODEL
+from tnt.prompts import PromptLibrary
+
+app = typer.Typer(help="Score documents (numeric labels for selection and distillation).", no_args_is_help=True)
+
+
+@app.command()
+def quality(
+    workspace: WorkspaceOption,
+    sample: SampleOption = None,
+    ids: IdsOption = None,
+    all_documents: AllOption = False,
+    seed: SeedOption = 0,
+    prompt: Annotated[
+        str, typer.Option("--prompt", help="Scoring prompt: a template directory with a scoring.yaml.")
+    ] = "ask_llm",
+    prompts: PromptsOption = None,
+    model: ModelOption = DEFAULT_MODEL,
+    api_base: ApiBaseOption = None,
+    api_key: ApiKeyOption = None,
+    concurrency: ConcurrencyOption = 16,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Ask-LLM quality scores: P(yes) that a document is informative pre-training data.
+
+    Uses the answer's token log-probabilities where the backend returns them, else asks for the
+    probability outright; each score records which.
+    """
+    from tnt.quality import ScoringError, estimate_quality, score_quality
+
+    settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
+    library = PromptLibrary(prompts)
+    with open_workspace(workspace) as ws:
+        doc_ids = selected_ids(ws, sample, ids, all_documents, seed)
+        try:
+            if dry_run:
+                print_estimate(estimate_quality(ws, doc_ids, settings, prompt=prompt, prompts=library))
+                return
+            with progress_bar("Scoring") as on_progress:
+                result = score_quality(ws, doc_ids, settings, prompt=prompt, prompts=library, on_progress=on_progress)
+        except (ScoringError, FileNotFoundError) as exc:
+            fail(str(exc))
+        print_result(ws, result, "method")

@@ -1,0 +1,153 @@
+"""`tnt select`: choose a training selection from labels, quality scores and duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Column, Table
+
+from tnt.cli.common import WorkspaceOption, console, fail, open_workspace, progress
+
+if TYPE_CHECKING:
+    from tnt.select import Selection
+
+
+def parse_counts(values: list[str], option: str) -> dict[str, int]:
+    """``LABEL=N`` pairs; the label may itself contain '=' (split at the last one)."""
+    counts: dict[str, int] = {}
+    for value in values:
+        label, sep, number = value.rpartition("=")
+        if not sep or not label or not number.strip().isdigit():
+            fail(f"{option} {value!r}: expected LABEL=N with N a whole number ≥ 0")
+        counts[label.strip()] = int(number)
+    return counts
+
+
+def select(
+    workspace: WorkspaceOption,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the selection: .txt (ids), .jsonl or .parquet (documents)."),
+    ] = None,
+    taxonomy: Annotated[
+        int | None, typer.Option("--taxonomy", "-t", help="Taxonomy version (default: latest).")
+    ] = None,
+    quota: Annotated[
+        list[str] | None, typer.Option("--quota", help="LABEL=N: exactly N documents of LABEL (repeatable).")
+    ] = None,
+    cap: Annotated[
+        list[str] | None, typer.Option("--cap", help="LABEL=N: at most N documents of LABEL (repeatable).")
+    ] = None,
+    max_per_label: Annotated[
+        int | None, typer.Option("--max-per-label", help="At most N documents of any label.")
+    ] = None,
+    size: Annotated[int | None, typer.Option("--size", "-n", help="Documents to select in all.")] = None,
+    token_budget: Annotated[
+        int | None, typer.Option("--token-budget", help="Tokens to select in all (never exceeded).")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature", "-T", help="Label mix p ∝ n^T: 0 uniform, 1 natural (needs --size or --token-budget)."
+        ),
+    ] = None,
+    min_quality: Annotated[
+        float | None, typer.Option("--min-quality", help="Drop documents scored below this (or not scored).")
+    ] = None,
+    quality_origin: Annotated[
+        str | None,
+        typer.Option("--quality-origin", help="Use quality scores whose origin starts with this (e.g. ask-llm)."),
+    ] = None,
+    dedup: Annotated[str, typer.Option("--dedup", help="none | exact | near (near also removes exact).")] = "near",
+    near_threshold: Annotated[
+        float,
+        typer.Option(
+            "--near-threshold", help="Jaccard similarity (MinHash estimate) at which texts are near duplicates."
+        ),
+    ] = 0.8,
+    tokenizer: Annotated[
+        str, typer.Option("--tokenizer", help="cl100k_base, o200k_base (tiktoken, offline) or whitespace.")
+    ] = "cl100k_base",
+    precedence: Annotated[
+        str, typer.Option("--precedence", help="Which label source wins per document.")
+    ] = "human,model,llm",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling order.")] = 0,
+) -> None:
+    """Select documents by label quotas/caps, temperature mix, quality floor, dedup and token budget."""
+    from tnt.corpus import DocumentStore
+    from tnt.select import SelectionSpec
+    from tnt.select import select as run_select
+
+    try:
+        spec = SelectionSpec(
+            taxonomy_version=taxonomy,
+            quotas=parse_counts(quota or [], "--quota"),
+            caps=parse_counts(cap or [], "--cap"),
+            max_per_label=max_per_label,
+            size=size,
+            token_budget=token_budget,
+            temperature=temperature,
+            min_quality=min_quality,
+            quality_origin=quality_origin,
+            dedup=dedup,
+            near_dup_threshold=near_threshold,
+            tokenizer=tokenizer,
+            precedence=tuple(s.strip() for s in precedence.split(",")),
+            seed=seed,
+        )
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors()))
+    with open_workspace(workspace) as ws, progress() as bar:
+        task = bar.add_task("select", total=DocumentStore(ws).count(), cost="")
+        selection = run_select(ws, spec, out, on_progress=lambda n: bar.advance(task, n))
+    print_selection(selection)
+
+
+def print_selection(selection: Selection) -> None:
+    console.print(f"[bold]Selection {selection.run_id}[/] (taxonomy version {selection.taxonomy_version})")
+    funnel = Table("step", Column("documents", justify="right"))
+    for step, count in selection.funnel.items():
+        funnel.add_row(step, f"{count:,}")
+    console.print(funnel)
+    numbers = ("docs before", "share", "docs after", "share", "tokens before", "tokens after")
+    table = Table(Column("label", overflow="fold"), *(Column(name, justify="right") for name in numbers))
+    totals = {name: _total(dist) for name, dist in (("before", selection.before), ("after", selection.after))}
+    for label in sorted(set(selection.before) | set(selection.after)):
+        before = selection.before.get(label, {"docs": 0, "tokens": 0})
+        after = selection.after.get(label, {"docs": 0, "tokens": 0})
+        table.add_row(
+            label,
+            f"{before['docs']:,}",
+            _share(before, totals["before"]),
+            f"{after['docs']:,}",
+            _share(after, totals["after"]),
+            f"{before['tokens']:,}",
+            f"{after['tokens']:,}",
+        )
+    before, after = totals["before"], totals["after"]
+    table.add_row(
+        "total",
+        f"{before['docs']:,}",
+        "",
+        f"{after['docs']:,}",
+        "",
+        f"{before['tokens']:,}",
+        f"{after['tokens']:,}",
+        style="bold",
+    )
+    console.print(table)
+    if selection.shortfall:
+        console.print(f"[yellow]Note:[/] {selection.shortfall}.")
+    if selection.out:
+        console.print(f"Wrote {len(selection.selected):,} documents ({selection.tokens:,} tokens) to {selection.out}")
+
+
+def _total(distribution: dict[str, dict[str, int]]) -> dict[str, int]:
+    return {key: sum(counts[key] for counts in distribution.values()) for key in ("docs", "tokens")}
+
+
+def _share(counts: dict[str, int], total: dict[str, int]) -> str:
+    return f"{100 * counts['docs'] / total['docs']:.1f} %" if total["docs"] else "-"

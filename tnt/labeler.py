@@ -1,0 +1,421 @@
+"""The labeling stage (TnT-LLM phase 2a): an LLM labels documents against one taxonomy version.
+
+``Labeler`` turns documents into requests (one document, or several short ones per call) and
+validated answers into ``LabelRecord``s; ``label_documents`` runs it over a selection through the
+gateway, resumably. The helpers shared with the other per-document LLM stage (``quality``) live here
+too: document selection, the concurrent driver, the run result and progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator, create_model
+
+from tnt.corpus import Document, DocumentStore
+from tnt.label import LabelRecord, LabelStore
+from tnt.llm import Gateway, LLMFailure, LLMSettings, call_summary
+from tnt.prompts import PromptLibrary
+from tnt.summarize import clip
+from tnt.taxonomy import OTHER_LABEL, Taxonomy, TaxonomyStore
+from tnt.workspace import Run, Workspace, WorkspaceError
+
+T = TypeVar("T")
+
+LABEL_PROMPT = "label"
+BATCH_PROMPT = "label_batch"
+MAX_OUTPUT_TOKENS_PER_DOC = 300
+EXPECTED_OUTPUT_TOKENS_PER_DOC = 60  # label, one sentence, confidence: for --dry-run estimates
+DOCUMENT_PAGE = 512  # documents read from the corpus at a time
+
+
+@dataclass(frozen=True)
+class LabelRequest:
+    """One call to the LLM: which documents it labels and exactly what it sends."""
+
+    docs: tuple[Document, ...]
+    messages: list[dict[str, str]]
+    schema: type[BaseModel]
+    prompt_hash: str
+
+    @property
+    def max_tokens(self) -> int:
+        return MAX_OUTPUT_TOKENS_PER_DOC * len(self.docs)
+
+
+def label_choices(taxonomy: Taxonomy) -> list[str]:
+    """The names an answer may use: the taxonomy's leaf labels, and Other."""
+    names = [name for name in taxonomy.leaf_names if name != OTHER_LABEL]
+    return [*names, OTHER_LABEL]
+
+
+def _answer_fields(choices: Sequence[str], multi: bool) -> dict[str, Any]:
+    """Label fields typed as the enum of ``choices``: providers constrain decoding with it, and a
+    wrong name fails validation with a short error that the gateway's repair round sends back."""
+    name = Annotated[Literal[tuple(choices)], WrapValidator(_named_in(choices))]  # type: ignore[valid-type]
+    fields: dict[str, Any] = {"label": (name, Field(description="The label that fits best."))}
+    if multi:
+        fields["extra_labels"] = (list[name], Field(default_factory=list, description="Further labels that apply."))
+    fields["explanation"] = (str, Field(description="One sentence: why the label fits."))
+    fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="How sure, from 0 to 1."))
+    return fields
+
+
+def _named_in(choices: Sequence[str]) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            close = difflib.get_close_matches(str(value), choices, n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(
+                f"{value!r} is not a label of the taxonomy: use a name exactly as listed, or {OTHER_LABEL!r}{hint}"
+            ) from None
+
+    return check
+
+
+class Labeler:
+    """Builds label requests for one taxonomy version; answers are validated against exactly its names.
+
+    The system message (instructions and the whole taxonomy) is the same bytes for every request of a
+    run, so providers' prompt caching applies to it; the documents come last, in the user message.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, prompts: PromptLibrary, multi: bool = False, max_doc_chars: int = 6000):
+        self.taxonomy = taxonomy
+        self.prompts = prompts
+        self.multi = multi
+        self.max_doc_chars = max_doc_chars
+        self.choices = label_choices(taxonomy)
+        self.answer_schema = create_model("DocumentLabel", **_answer_fields(self.choices, multi))
+        numbered = create_model(
+            "NumberedDocumentLabel",
+            id=(int, Field(description="The document's number.")),
+            **_answer_fields(self.choices, multi),
+        )
+        self.batch_schema = create_model("DocumentLabels", results=(list[numbered], ...))
+        other = next((label for label in taxonomy.labels if label.name == OTHER_LABEL), None)
+        self._variables = {
+            "use_case": taxonomy.use_case,
+            "labels": [label for label in taxonomy.leaves if label.name != OTHER_LABEL],
+            "other": OTHER_LABEL,
+            "other_description": other.description if other else "",
+            "multi": multi,
+        }
+
+    @property
+    def origin(self) -> str:
+        return "label:multi" if self.multi else "label"
+
+    def prompt_hashes(self, batched: bool) -> set[str]:
+        """The prompts a run uses: a batched run labels some documents alone (long ones, retries)."""
+        hashes = {self.prompts.get(LABEL_PROMPT).hash}
+        if batched:
+            hashes.add(self.prompts.get(BATCH_PROMPT).hash)
+        return hashes
+
+    def request(self, docs: Sequence[Document]) -> LabelRequest:
+        if len(docs) == 1:
+            prompt = self.prompts.get(LABEL_PROMPT)
+            messages = prompt.render(**self._variables, text=clip(docs[0].text, self.max_doc_chars))
+            return LabelRequest(tuple(docs), messages, self.answer_schema, prompt.hash)
+        prompt = self.prompts.get(BATCH_PROMPT)
+        texts = [clip(doc.text, self.max_doc_chars) for doc in docs]
+        return LabelRequest(tuple(docs), prompt.render(**self._variables, texts=texts), self.batch_schema, prompt.hash)
+
+    def answers(self, request: LabelRequest, parsed: BaseModel) -> tuple[dict[str, BaseModel], list[Document]]:
+        """Each document's validated answer, and the documents the answer left out (or answered twice)."""
+        if len(request.docs) == 1:
+            return {request.docs[0].id: parsed}, []
+        by_number: dict[int, list[BaseModel]] = {}
+        for item in parsed.results:  # type: ignore[attr-defined]
+            by_number.setdefault(item.id, []).append(item)
+        found, missing = {}, []
+        for number, doc in enumerate(request.docs, start=1):
+            items = by_number.get(number, [])
+            if len(items) == 1:
+                found[doc.id] = items[0]
+            else:
+                missing.append(doc)
+        return found, missing
+
+    def record(self, doc_id: str, answer: Any, request: LabelRequest, run_id: str, model: str) -> LabelRecord:
+        extra = [name for name in dict.fromkeys(getattr(answer, "extra_labels", [])) if name != answer.label]
+        return LabelRecord(
+            doc_id=doc_id,
+            source="llm",
+            label=answer.label,
+            taxonomy_version=self.taxonomy.version,
+            extra_labels=extra,
+            confidence=answer.confidence,
+            explanation=answer.explanation.strip(),
+            origin=self.origin,
+            run_id=run_id,
+            model=model,
+            prompt_hash=request.prompt_hash,
+        )
+
+    def requests(self, docs: Sequence[Document], batch_size: int, batch_max_chars: int) -> Iterator[LabelRequest]:
+        """Short documents in groups of ``batch_size`` (in order), longer ones alone."""
+        group: list[Document] = []
+        for doc in docs:
+            if batch_size > 1 and len(doc.text) <= batch_max_chars:
+                group.append(doc)
+                if len(group) == batch_size:
+                    yield self.request(group)
+                    group = []
+            else:
+                yield self.request([doc])
+        if group:
+            yield self.request(group)
+
+
+ProgressCallback = Callable[[int, int, "float | None"], None]  # done, total, cost so far ($; None: unknown)
+
+
+@dataclass
+class StageResult:
+    """What a labeling or scoring run did; also saved as the run's stats."""
+
+    run_id: str
+    documents: int  # selected
+    skipped: int = 0  # already done by an earlier run with the same model and prompt
+    labeled: int = 0
+    failed: int = 0  # each recorded as a run issue with the reason
+    requests: int = 0  # HTTP requests sent, retries included, cache hits not
+    cost: float | None = 0.0  # dollars for this run; None where a price is unknown
+    counts: dict[str, int] = field(default_factory=dict)  # per label given, or per scoring method
+
+    def stats(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "run_id"}
+
+
+@dataclass
+class Tally:
+    """Running totals for the progress bar."""
+
+    total: int
+    on_progress: ProgressCallback | None = None
+    done: int = 0
+    cost: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        self.advance(0)
+
+    def advance(self, documents: int, cost: float | None = 0.0) -> None:
+        self.done += documents
+        self.cost = None if cost is None or self.cost is None else self.cost + cost
+        if self.on_progress:
+            self.on_progress(self.done, self.total, self.cost)
+
+
+async def run_concurrently(items: Iterable[T], handle: Callable[[T], Awaitable[None]], concurrency: int) -> None:
+    """``handle`` every item with at most ``concurrency`` in progress; items are pulled lazily."""
+    iterator = iter(items)
+
+    async def worker() -> None:
+        for item in iterator:  # no await between pulls, so workers never interleave inside next()
+            await handle(item)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+
+def unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+@dataclass
+class _LabelingJob:
+    labeler: Labeler
+    gateway: Gateway
+    store: LabelStore
+    run: Run
+    done: set[str]
+    result: StageResult
+    tally: Tally
+
+    async def handle(self, request: LabelRequest) -> None:
+        try:
+            completion = await self.gateway.complete(
+                request.messages, request.schema, max_tokens=request.max_tokens, stage="label"
+            )
+        except LLMFailure as exc:
+            if len(request.docs) == 1:
+                self.fail(request.docs[0], exc.reason)
+            else:  # the batch as a whole failed: each document gets its own chance
+                await self.alone(request.docs)
+            return
+        answers, missing = self.labeler.answers(request, completion.parsed)
+        self.save(answers, request, completion.cost)
+        await self.alone(missing)
+
+    async def alone(self, docs: Iterable[Document]) -> None:
+        pending = [doc for doc in docs if doc.id not in self.done]
+        await asyncio.gather(*(self.handle(self.labeler.request([doc])) for doc in pending))
+
+    def save(self, answers: dict[str, BaseModel], request: LabelRequest, cost: float | None) -> None:
+        model = self.gateway.model
+        records = [
+            self.labeler.record(doc_id, answer, request, self.run.id, model)
+            for doc_id, answer in answers.items()
+            if doc_id not in self.done  # a resumed batch may hold documents labeled before the stop
+        ]
+        self.store.add(records)
+        self.done.update(record.doc_id for record in records)
+        self.result.labeled += len(records)
+        for record in records:
+            self.result.counts[record.label] = self.result.counts.get(record.label, 0) + 1
+        self.tally.advance(len(records), cost)
+
+    def fail(self, doc: Document, reason: str) -> None:
+        self.run.record_issue(f"document {doc.id}", reason, "label")
+        self.result.failed += 1
+        self.tally.advance(1)
+
+
+def _labeling_plan(
+    workspace: Workspace, taxonomy_version: int | None, doc_ids: Sequence[str], model: str, prompts: PromptLibrary | None,
+    multi: bool, batch_size: int, max_doc_chars: int,
+) -> tuple[Labeler, list[str], set[str]]:
+    """The labeler, the selected ids (deduplicated) and those already labeled the same way."""
+    taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
+    labeler = Labeler(taxonomy, prompts or PromptLibrary(), multi=multi, max_doc_chars=max_doc_chars)
+    selected = unique(doc_ids)
+    done = LabelStore(workspace).current_doc_ids(
+        taxonomy.version, "llm", model=model, origin=labeler.origin, prompt_hashes=labeler.prompt_hashes(batch_size > 1)
+    ) & set(selected)
+    return labeler, selected, done
+
+
+def _requests_to_send(
+    workspace: Workspace, labeler: Labeler, selected: Sequence[str], done: set[str], batch_size: int, batch_max_chars: int
+) -> Iterator[LabelRequest]:
+    """Requests for the documents not yet labeled. Batches are formed over the whole selection, so a
+    resumed run re-forms exactly the batches of the interrupted one and finds their answers cached."""
+    page = batch_size * -(-DOCUMENT_PAGE // batch_size)  # whole batches per page
+    for docs in DocumentStore(workspace).iter_batches(page, selected):
+        for request in labeler.requests(docs, batch_size, batch_max_chars):
+            if any(doc.id not in done for doc in request.docs):
+                yield request
+
+
+def label_documents(
+    workspace: Workspace,
+    taxonomy_version: int | None,
+    doc_ids: Sequence[str],
+    settings: LLMSettings | None = None,
+    *,
+    multi: bool = False,
+    batch_size: int = 1,
+    batch_max_chars: int = 1000,
+    max_doc_chars: int = 6000,
+    prompts: PromptLibrary | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> StageResult:
+    """Label documents with one taxonomy version (None: the latest) through the LLM.
+
+    Documents that already have a current LLM label for this version, model and prompt are skipped,
+    so running the same call again continues where an interrupted one stopped. With ``batch_size`` > 1,
+    documents of at most ``batch_max_chars`` characters share a request; one that the answer leaves
+    out is labeled alone. A document whose answer stays invalid after the repair round is recorded as
+    a run issue with the reason; no name outside the taxonomy (plus Other) is ever stored.
+    """
+    settings = settings or LLMSettings()
+    labeler, selected, done = _labeling_plan(
+        workspace, taxonomy_version, doc_ids, settings.model, prompts, multi, batch_size, max_doc_chars
+    )
+    params = {
+        "taxonomy_version": labeler.taxonomy.version,
+        "model": settings.model,
+        "multi": multi,
+        "batch_size": batch_size,
+        "documents": len(selected),
+        "prompt_hashes": sorted(labeler.prompt_hashes(batch_size > 1)),
+    }
+    with workspace.run("label", params) as run:
+        result = StageResult(run.id, documents=len(selected), skipped=len(done))
+        gateway = Gateway(workspace, settings, run_id=run.id, stage="label")
+        tally = Tally(len(selected) - len(done), on_progress)
+        job = _LabelingJob(labeler, gateway, LabelStore(workspace), run, done, result, tally)
+        requests = _requests_to_send(workspace, labeler, selected, set(done), batch_size, batch_max_chars)
+        try:
+            asyncio.run(run_concurrently(requests, job.handle, settings.max_concurrency))
+        finally:
+            result.requests = gateway.http_requests
+            result.cost = run_cost(workspace, run.id)
+            run.stats = result.stats()
+    return result
+
+
+def estimate_labeling(
+    workspace: Workspace,
+    taxonomy_version: int | None,
+    doc_ids: Sequence[str],
+    settings: LLMSettings | None = None,
+    *,
+    multi: bool = False,
+    batch_size: int = 1,
+    batch_max_chars: int = 1000,
+    max_doc_chars: int = 6000,
+    prompts: PromptLibrary | None = None,
+) -> dict[str, Any]:
+    """What ``label_documents`` would send and cost (first attempts, no repairs); nothing is sent."""
+    settings = settings or LLMSettings()
+    labeler, selected, done = _labeling_plan(
+        workspace, taxonomy_version, doc_ids, settings.model, prompts, multi, batch_size, max_doc_chars
+    )
+    gateway = Gateway(workspace, settings, stage="label")
+    prepared = [
+        gateway.prepare(request.messages, request.schema, max_tokens=request.max_tokens)
+        for request in _requests_to_send(workspace, labeler, selected, done, batch_size, batch_max_chars)
+    ]
+    estimate = gateway.estimate(prepared, EXPECTED_OUTPUT_TOKENS_PER_DOC * batch_size)
+    return {"documents": len(selected), "skipped": len(done), **estimate}
+
+
+def run_cost(workspace: Workspace, run_id: str) -> float | None:
+    rows = call_summary(workspace, run_id)
+    return None if any(row["cost"] is None for row in rows) else sum(row["cost"] for row in rows)
+
+
+# Documents, through the corpus module
+
+
+def select_documents(
+    workspace: Workspace, *, sample: int | None = None, ids_file: Path | str | None = None, seed: int = 0
+) -> list[str]:
+    """Document ids to work on: a seeded sample of ``sample`` documents (the same seed gives the same
+    documents, so rerunning a command resumes it), the ids listed in ``ids_file`` (one per line; blank
+    lines and ``#`` comments skipped), or the whole corpus when neither is given."""
+    if sample is not None and ids_file is not None:
+        raise ValueError("give a sample size or an ids file, not both")
+    store = DocumentStore(workspace)
+    if not store.count():
+        raise WorkspaceError("the workspace has no documents; add some with `tnt ingest`")
+    if ids_file is not None:
+        return _read_ids_file(Path(ids_file), set(store.ids()))
+    if sample is not None:
+        return [doc.id for doc in store.sample(sample, seed)]
+    return store.ids()
+
+
+def _read_ids_file(path: Path, known: set[str]) -> list[str]:
+    ids, unknown = [], []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            doc_id = line.strip()
+            if not doc_id or doc_id.startswith("#"):
+                continue
+            (ids if doc_id in known else unknown).append((number, doc_id))
+    if unknown:
+        shown = "; ".join(f"{path}:{number}: no document {doc_id!r}" for number, doc_id in unknown[:5])
+        raise ValueError(f"{len(unknown)} ids in {path} are not in the workspace: {shown}")
+    if not ids:
+        raise ValueError(f"{path} lists no document ids")
+    return unique(doc_id for _, doc_id in ids)

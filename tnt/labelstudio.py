@@ -1,0 +1,579 @@
+"""Label Studio, the tnt side: label configs from a taxonomy, predictions, and project sync.
+
+- ``label_config`` writes the labeling interface for a taxonomy version: ``<Choices>`` for a flat
+  label set, ``<Taxonomy>`` (nested paths) for a two-level one. Its control is always named
+  ``label`` and reads the object ``text``; ``LabelSchema`` builds prediction results for it and
+  ``check_label_config`` proves a project's config accepts them (Label Studio stores a mismatching
+  prediction and silently never shows it).
+- Predictors say what tnt thinks of a task: the distilled model of the taxonomy version when one
+  exists, else the LLM labels (cached first, the labeling stage for the rest). Both the ML backend
+  and ``push`` use them, so a pushed prediction and a served one carry the same ``model_version``.
+- ``push`` / ``connect`` / ``pull`` talk to Label Studio through label-studio-sdk 2.x. Each task's
+  data holds the tnt document id, so annotations map back to documents; every human label is stored
+  with origin ``label-studio:<project>/<annotation>``, which makes the webhook and ``pull``
+  idempotent with each other.
+
+This module owns the ``ls_projects`` table (which taxonomy version each pushed project uses).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tnt.label import LabelRecord, LabelStore
+from tnt.labeler import label_choices, label_documents
+from tnt.llm import LLMSettings
+from tnt.taxonomy import OTHER_LABEL, Taxonomy, TaxonomyStore
+from tnt.workspace import Workspace, WorkspaceError, utc_now
+
+if TYPE_CHECKING:
+    from label_studio_sdk import LabelStudio
+    from label_studio_sdk.label_interface import LabelInterface
+
+log = logging.getLogger("tnt.labelstudio")
+
+CONTROL_NAME = "label"
+OBJECT_NAME = "text"
+TEXT_FIELD = "text"
+DOC_ID_FIELD = "tnt_doc_id"
+VERSION_FIELD = "tnt_taxonomy_version"
+REASON_FIELD = "tnt_review_reason"
+URL_ENV = "LABEL_STUDIO_URL"
+API_KEY_ENV = "LABEL_STUDIO_API_KEY"
+WEBHOOK_SECRET_HEADER = "X-Tnt-Webhook-Secret"
+ORIGIN_PREFIX = "label-studio"
+CONFIG_HINT = "Regenerate it with `tnt ls config` or push the project again with `tnt ls push`."
+
+
+class LabelStudioError(Exception):
+    """Something in Label Studio or its project that tnt cannot work with; the message says what."""
+
+
+class LabelConfigMismatch(LabelStudioError):
+    """A project's label config that would not show tnt's predictions."""
+
+
+# Label configs and results
+
+
+def label_config(taxonomy: Taxonomy, multi: bool = False) -> str:
+    """The labeling interface for a taxonomy version: the text, and one control named ``label``."""
+    view = ET.Element("View")
+    ET.SubElement(view, "Text", name=OBJECT_NAME, value=f"${TEXT_FIELD}")
+    if is_hierarchical(taxonomy):
+        control = ET.SubElement(view, "Taxonomy", name=CONTROL_NAME, toName=OBJECT_NAME, leafsOnly="true")
+        _add_choice_tree(control, taxonomy.tree(), None)
+        if OTHER_LABEL not in taxonomy.names:
+            ET.SubElement(control, "Choice", value=OTHER_LABEL)
+    else:
+        control = ET.SubElement(
+            view, "Choices", name=CONTROL_NAME, toName=OBJECT_NAME, choice="multiple" if multi else "single"
+        )
+        for name in label_choices(taxonomy):
+            ET.SubElement(control, "Choice", value=name)
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode")
+
+
+def _add_choice_tree(parent: ET.Element, tree: dict[str | None, list[Any]], group: str | None) -> None:
+    for label in tree.get(group, []):
+        choice = ET.SubElement(parent, "Choice", value=label.name)
+        _add_choice_tree(choice, tree, label.name)
+
+
+def is_hierarchical(taxonomy: Taxonomy) -> bool:
+    return any(label.parent for label in taxonomy.labels)
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """How labels of one taxonomy version look as Label Studio results, and back."""
+
+    kind: str  # choices | taxonomy
+    multi: bool
+    paths: dict[str, list[str]]  # label -> path from the top group down to it
+
+    @classmethod
+    def of(cls, taxonomy: Taxonomy, multi: bool = False) -> LabelSchema:
+        parents = {label.name: label.parent for label in taxonomy.labels}
+        paths = {name: _path(name, parents) for name in label_choices(taxonomy)}
+        return cls("taxonomy" if is_hierarchical(taxonomy) else "choices", multi, paths)
+
+    def result(self, label: str, extra_labels: Sequence[str] = ()) -> list[dict[str, Any]]:
+        names = [label, *(name for name in extra_labels if name != label)] if self.multi else [label]
+        if self.kind == "taxonomy":
+            value: dict[str, Any] = {"taxonomy": [self.paths.get(name, [name]) for name in names]}
+        else:
+            value = {"choices": names}
+        return [{"from_name": CONTROL_NAME, "to_name": OBJECT_NAME, "type": self.kind, "value": value}]
+
+
+def _path(name: str, parents: dict[str, str | None]) -> list[str]:
+    path = [name]
+    while (parent := parents.get(path[0])) and parent not in path:
+        path.insert(0, parent)
+    return path
+
+
+def labels_from_result(result: Iterable[dict[str, Any]]) -> tuple[str, list[str]] | None:
+    """The primary label and the further ones an annotation chose, or None if it chose nothing."""
+    names: list[str] = []
+    for region in result:
+        if region.get("from_name") != CONTROL_NAME:
+            continue
+        value = region.get("value") or {}
+        names += value.get("choices") or []
+        names += [path[-1] for path in value.get("taxonomy") or [] if path]
+    names = list(dict.fromkeys(names))
+    return (names[0], names[1:]) if names else None
+
+
+def check_label_config(config: str, schema: LabelSchema) -> LabelInterface:
+    """The parsed config, after proving it accepts a result for every label tnt may predict."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    try:
+        interface = LabelInterface(config)
+    except Exception as exc:  # the SDK raises bare exceptions (lxml, KeyError) for broken XML
+        raise LabelConfigMismatch(f"the project's label config cannot be parsed: {exc}. {CONFIG_HINT}") from exc
+    errors: list[str] = []
+    for label in schema.paths:
+        errors += prediction_errors(interface, schema.result(label))
+        if len(errors) >= 5:
+            break
+    if errors:
+        raise LabelConfigMismatch(
+            "the project's label config does not accept tnt's predictions (control "
+            f"{CONTROL_NAME!r} on {OBJECT_NAME!r} with the taxonomy's labels): {'; '.join(errors[:5])}. {CONFIG_HINT}"
+        )
+    return interface
+
+
+def prediction_errors(interface: LabelInterface, result: list[dict[str, Any]]) -> list[str]:
+    return list(interface.validate_prediction({"result": result}, return_errors=True) or [])
+
+
+# Predictors: what tnt thinks of a task
+
+
+@dataclass(frozen=True)
+class TaskText:
+    """The part of a Label Studio task a predictor needs."""
+
+    task_id: int | None
+    doc_id: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Guess:
+    label: str
+    extra_labels: list[str] = field(default_factory=list)
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class NoGuess:
+    reason: str
+
+
+class Predictor(Protocol):
+    """Labels for tasks of one taxonomy version, one answer per task, in order."""
+
+    model_version: str
+
+    def predict(self, workspace: Workspace, tasks: Sequence[TaskText]) -> list[Guess | NoGuess]: ...
+
+
+class DistilledPredictor:
+    """A classifier trained by ``tnt train`` for the taxonomy version: fast, works from the text alone.
+    It is loaded at the first prediction and kept for the life of the process."""
+
+    def __init__(self, taxonomy_version: int, model_id: str):
+        self.model_id = model_id
+        self.model_version = f"tnt-v{taxonomy_version}/{model_id}"
+
+    def predict(self, workspace: Workspace, tasks: Sequence[TaskText]) -> list[Guess | NoGuess]:
+        model, lock = _loaded_model(workspace, self.model_id)
+        with lock:  # one inference at a time: the encoder already uses every core
+            predictions = model.tag([task.text for task in tasks])
+        return [Guess(p.label, list(p.extra_labels), p.confidence) for p in predictions]
+
+
+_loaded_models: dict[str, tuple[Any, threading.Lock]] = {}
+_loaded_models_lock = threading.Lock()
+
+
+def _loaded_model(workspace: Workspace, model_id: str) -> tuple[Any, threading.Lock]:
+    from tnt import distill
+
+    with _loaded_models_lock:
+        if model_id not in _loaded_models:
+            _loaded_models[model_id] = (distill.load_model(workspace, model_id), threading.Lock())
+        return _loaded_models[model_id]
+
+
+class LLMPredictor:
+    """The LLM's labels: cached ones first; documents without one go through the labeling stage."""
+
+    def __init__(self, taxonomy_version: int, settings: LLMSettings, multi: bool = False):
+        self.taxonomy_version = taxonomy_version
+        self.settings = settings
+        self.multi = multi
+        self.model_version = f"tnt-v{taxonomy_version}/llm/{settings.model}"
+
+    def predict(self, workspace: Workspace, tasks: Sequence[TaskText]) -> list[Guess | NoGuess]:
+        doc_ids = list(dict.fromkeys(task.doc_id for task in tasks if task.doc_id))
+        store = LabelStore(workspace)
+        labels = store.current(self.taxonomy_version, "llm", doc_ids=doc_ids)
+        missing = [doc_id for doc_id in doc_ids if doc_id not in labels]
+        failure = None
+        if missing:
+            try:
+                label_documents(workspace, self.taxonomy_version, missing, self.settings, multi=self.multi)
+            except WorkspaceError as exc:  # e.g. a task pushed from another workspace
+                failure = str(exc)
+            labels |= store.current(self.taxonomy_version, "llm", doc_ids=missing)
+        return [self._guess(task, labels, failure) for task in tasks]
+
+    def _guess(self, task: TaskText, labels: dict[str, dict[str, Any]], failure: str | None) -> Guess | NoGuess:
+        if not task.doc_id:
+            return NoGuess(f"task {task.task_id} has no data.{DOC_ID_FIELD}; push tasks with `tnt ls push`")
+        row = labels.get(task.doc_id)
+        if row is None:
+            return NoGuess(failure or f"the LLM gave no valid label for document {task.doc_id} (see `tnt runs`)")
+        return Guess(row["label"], row["extra_labels"], row["confidence"])
+
+
+def predictor_for(
+    workspace: Workspace, taxonomy_version: int, settings: LLMSettings | None = None, multi: bool = False
+) -> Predictor:
+    """The newest distilled model of the taxonomy version when one exists, else the LLM labels."""
+    from tnt import distill
+
+    info = distill.latest_model(workspace, taxonomy_version)
+    if info is None:
+        return LLMPredictor(taxonomy_version, settings or LLMSettings(), multi)
+    return DistilledPredictor(taxonomy_version, info.id)
+
+
+def predict_results(
+    workspace: Workspace, predictor: Predictor, schema: LabelSchema, tasks: Sequence[TaskText],
+    interface: LabelInterface | None = None,
+) -> list[dict[str, Any]]:
+    """One Label Studio prediction per task, each validated against the project's config when given.
+
+    A task tnt cannot label gets an empty result under a ``…/unavailable`` model version, so Label
+    Studio asks again next time instead of treating it as done; the reason is logged.
+    """
+    results = []
+    for task, guess in zip(tasks, predictor.predict(workspace, tasks), strict=True):
+        if isinstance(guess, NoGuess):
+            log.warning("no prediction for task %s: %s", task.task_id, guess.reason)
+            results.append({"result": [], "score": None, "model_version": f"{predictor.model_version}/unavailable"})
+            continue
+        result = schema.result(guess.label, guess.extra_labels)
+        if interface is not None and (errors := prediction_errors(interface, result)):
+            raise LabelConfigMismatch(f"prediction for task {task.task_id} rejected by the label config: {errors}")
+        results.append({"result": result, "score": guess.score, "model_version": predictor.model_version})
+    return results
+
+
+# Projects tnt pushed
+
+
+@dataclass(frozen=True)
+class ProjectLink:
+    project_id: int
+    url: str
+    title: str
+    taxonomy_version: int
+    multi: bool
+    backend_url: str | None = None
+
+
+class ProjectLinks:
+    """Which taxonomy version each Label Studio project of this workspace uses."""
+
+    def __init__(self, workspace: Workspace):
+        self.db = workspace.db
+
+    def save(self, link: ProjectLink) -> None:
+        now = utc_now()
+        existing = self.find(link.project_id)
+        row = {
+            "project_id": link.project_id, "url": link.url, "title": link.title,
+            "taxonomy_version": link.taxonomy_version, "multi": int(link.multi),
+            "backend_url": link.backend_url or (existing.backend_url if existing else None),
+            "updated_at": now, "created_at": now,
+        }
+        if existing:
+            row.pop("created_at")
+            self.db["ls_projects"].update(link.project_id, row)
+        else:
+            self.db["ls_projects"].insert(row)
+
+    def set_backend(self, project_id: int, backend_url: str) -> None:
+        self.db["ls_projects"].update(project_id, {"backend_url": backend_url, "updated_at": utc_now()})
+
+    def find(self, project_id: int) -> ProjectLink | None:
+        rows = list(self.db["ls_projects"].rows_where("project_id = ?", [project_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        return ProjectLink(
+            row["project_id"], row["url"], row["title"], row["taxonomy_version"], bool(row["multi"]),
+            row["backend_url"],
+        )
+
+    def get(self, project_id: int) -> ProjectLink:
+        link = self.find(project_id)
+        if link is None:
+            raise WorkspaceError(
+                f"Label Studio project {project_id} is not linked to this workspace; create it with `tnt ls push`"
+            )
+        return link
+
+
+def project_schema(workspace: Workspace, link: ProjectLink) -> LabelSchema:
+    return LabelSchema.of(TaxonomyStore(workspace).get(link.taxonomy_version), link.multi)
+
+
+# Human labels from annotations
+
+
+def annotation_origin(project_id: int, annotation_id: int) -> str:
+    return f"{ORIGIN_PREFIX}:{project_id}/{annotation_id}"
+
+
+def store_annotation(
+    workspace: Workspace, link: ProjectLink, doc_id: str, annotation: dict[str, Any], run_id: str | None = None
+) -> str:
+    """Make the workspace hold what one annotation says now: "added", "updated", "retracted" or "unchanged".
+
+    A skipped (cancelled) or emptied annotation withdraws its earlier label.
+    """
+    origin = annotation_origin(link.project_id, annotation["id"])
+    store = LabelStore(workspace)
+    stored = store.current(link.taxonomy_version, "human", origins_like=origin, doc_ids=[doc_id]).get(doc_id)
+    chosen = None if annotation.get("was_cancelled") else labels_from_result(annotation.get("result") or [])
+    if chosen is None:
+        return "retracted" if store.retract(origin) else "unchanged"
+    label, extra = chosen
+    if stored and stored["label"] == label and stored["extra_labels"] == extra:
+        return "unchanged"
+    record = LabelRecord(
+        doc_id=doc_id, source="human", label=label, extra_labels=extra, taxonomy_version=link.taxonomy_version,
+        origin=origin, run_id=run_id, model=_annotator(annotation),
+    )
+    store.add([record])
+    return "updated" if stored else "added"
+
+
+def _annotator(annotation: dict[str, Any]) -> str | None:
+    """Who annotated, kept in the label's ``model`` field: for human labels the producer is a person."""
+    user = annotation.get("completed_by")
+    if isinstance(user, dict):
+        user = user.get("email") or user.get("id")
+    return f"label-studio-user:{user}" if user is not None else None
+
+
+def retract_annotation(project_id: int, annotation_id: int, workspace: Workspace) -> int:
+    return LabelStore(workspace).retract(annotation_origin(project_id, annotation_id))
+
+
+def task_doc_id(task: dict[str, Any]) -> str | None:
+    doc_id = (task.get("data") or {}).get(DOC_ID_FIELD)
+    return str(doc_id) if doc_id is not None else None
+
+
+def task_text(task: dict[str, Any]) -> TaskText:
+    data = task.get("data") or {}
+    return TaskText(task.get("id"), task_doc_id(task), str(data.get(TEXT_FIELD) or ""))
+
+
+# Label Studio through the SDK
+
+
+def client(url: str, api_key: str) -> LabelStudio:
+    from label_studio_sdk import LabelStudio
+
+    if not api_key:
+        raise LabelStudioError(f"no Label Studio API key: set {API_KEY_ENV}")
+    return LabelStudio(base_url=url, api_key=api_key)
+
+
+@dataclass
+class PushResult:
+    project_id: int
+    created: bool
+    imported: int
+    already_there: int
+    model_version: str
+
+
+def push(
+    workspace: Workspace,
+    ls: LabelStudio,
+    doc_ids: Sequence[str],
+    *,
+    taxonomy_version: int | None = None,
+    title: str | None = None,
+    project_id: int | None = None,
+    multi: bool = False,
+    settings: LLMSettings | None = None,
+    reasons: dict[str, str] | None = None,
+    predictions: bool = True,
+) -> PushResult:
+    """Create or update the project for a taxonomy version and import the documents not yet in it,
+    each with tnt's prediction attached (unless ``predictions`` is off: the backend serves them)."""
+    from tnt.corpus import DocumentStore
+
+    taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
+    config = label_config(taxonomy, multi)
+    title = title or f"tnt taxonomy v{taxonomy.version}"
+    project, created = _ensure_project(ls, project_id, title, config)
+    link = ProjectLink(project.id, _base_url(ls), project.title, taxonomy.version, multi)
+    ProjectLinks(workspace).save(link)
+    present = _doc_ids_in_project(ls, project.id)
+    new_ids = [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id not in present]
+    predictor = predictor_for(workspace, taxonomy.version, settings, multi)
+    schema = LabelSchema.of(taxonomy, multi)
+    documents = DocumentStore(workspace).get(new_ids)
+    tasks = [TaskText(None, doc.id, doc.text) for doc in documents]
+    interface = check_label_config(config, schema)
+    attached = predict_results(workspace, predictor, schema, tasks, interface) if predictions else [{"result": []}] * len(tasks)
+    payload = [
+        {
+            "data": {TEXT_FIELD: doc.text, DOC_ID_FIELD: doc.id, VERSION_FIELD: taxonomy.version,
+                     REASON_FIELD: (reasons or {}).get(doc.id, "")},
+            "predictions": [prediction] if prediction["result"] else [],
+        }
+        for doc, prediction in zip(documents, attached)
+    ]
+    if payload:
+        ls.projects.import_tasks(id=project.id, request=payload, return_task_ids=True)
+    return PushResult(project.id, created, len(payload), len(doc_ids) - len(new_ids), predictor.model_version)
+
+
+def _ensure_project(ls: LabelStudio, project_id: int | None, title: str, config: str) -> tuple[Any, bool]:
+    if project_id is None:
+        same_title = [p for p in ls.projects.list(title=title) if p.title == title]
+        project_id = same_title[0].id if same_title else None
+    if project_id is None:
+        return ls.projects.create(title=title, label_config=config), True
+    project = ls.projects.get(id=project_id)
+    if project.label_config != config:
+        project = ls.projects.update(id=project_id, label_config=config)
+    return project, False
+
+
+def _base_url(ls: LabelStudio) -> str:
+    return ls._client_wrapper.get_base_url()  # the SDK keeps it only on its private wrapper
+
+
+def _doc_ids_in_project(ls: LabelStudio, project_id: int) -> set[str]:
+    return {
+        doc_id for task in ls.tasks.list(project=project_id, fields="task_only")
+        if (doc_id := (task.data or {}).get(DOC_ID_FIELD)) is not None
+    }
+
+
+@dataclass
+class ConnectResult:
+    ml_backend_id: int
+    state: str
+    webhook_id: int
+    model_version: str | None
+
+
+def connect(
+    workspace: Workspace,
+    ls: LabelStudio,
+    project_id: int,
+    backend_url: str,
+    *,
+    username: str,
+    password: str,
+    webhook_secret: str,
+) -> ConnectResult:
+    """Attach the tnt backend to a project (basic auth for Label Studio's calls) and put the secret
+    header on the webhook Label Studio creates for it."""
+    ProjectLinks(workspace).get(project_id)
+    backend_url = backend_url.rstrip("/")
+    auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": username, "basic_auth_pass": password}
+    existing = [b for b in ls.ml.list(project=project_id) if (b.url or "").rstrip("/") == backend_url]
+    if existing:
+        backend = ls.ml.update(id=existing[0].id, url=backend_url, **auth)
+    else:
+        backend = ls.ml.create(url=backend_url, project=project_id, title="tnt", is_interactive=False, **auth)
+    if backend.state != "CO":
+        raise LabelStudioError(
+            f"Label Studio could not connect to the backend at {backend_url} (state {backend.state}): "
+            f"{backend.error_message or 'no reason given; see the backend log'}"
+        )
+    webhook_id = _secure_webhook(ls, project_id, f"{backend_url}/webhook", webhook_secret)
+    ProjectLinks(workspace).set_backend(project_id, backend_url)
+    return ConnectResult(backend.id, backend.state, webhook_id, backend.model_version)
+
+
+def _secure_webhook(ls: LabelStudio, project_id: int, url: str, secret: str) -> int:
+    headers = {WEBHOOK_SECRET_HEADER: secret}
+    hooks = [hook for hook in ls.webhooks.list(project=str(project_id)) if hook.url == url]
+    if hooks:
+        return ls.webhooks.update(id=hooks[0].id, url=url, headers=headers).id
+    hook = ls.webhooks.create(
+        project=project_id, url=url, send_payload=True, send_for_all_actions=True, headers=headers
+    )
+    return hook.id
+
+
+@dataclass
+class PullResult:
+    tasks: int = 0
+    added: int = 0
+    updated: int = 0
+    retracted: int = 0
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)  # annotations of tasks not pushed by tnt, with why
+
+    @property
+    def changed(self) -> int:
+        return self.added + self.updated + self.retracted
+
+
+def pull(workspace: Workspace, ls: LabelStudio, project_id: int) -> PullResult:
+    """Bring the workspace's human labels for a project in line with its annotations (idempotent):
+    new and edited annotations are stored, deleted or skipped ones retracted."""
+    link = ProjectLinks(workspace).get(project_id)
+    tasks = export_tasks(ls, project_id)
+    result = PullResult(tasks=len(tasks))
+    seen: set[str] = set()
+    with workspace.run("ls-pull", {"project": project_id}) as run:
+        for task in tasks:
+            doc_id = task_doc_id(task)
+            for annotation in task.get("annotations") or []:
+                if doc_id is None:
+                    result.skipped.append(f"annotation {annotation['id']} of task {task['id']}: no data.{DOC_ID_FIELD}")
+                    run.record_issue(f"task {task['id']}", "no tnt document id", DOC_ID_FIELD)
+                    continue
+                seen.add(annotation_origin(project_id, annotation["id"]))
+                outcome = store_annotation(workspace, link, doc_id, annotation, run.id)
+                setattr(result, outcome, getattr(result, outcome) + 1)
+        stored = LabelStore(workspace).current_by_origin(None, "human", f"{ORIGIN_PREFIX}:{project_id}/%")
+        for origin in stored.keys() - seen:
+            if LabelStore(workspace).retract(origin):
+                result.retracted += 1
+        run.stats = {key: value for key, value in result.__dict__.items() if key != "skipped"}
+    return result
+
+
+def export_tasks(ls: LabelStudio, project_id: int) -> list[dict[str, Any]]:
+    chunks = ls.projects.exports.download_sync(id=project_id, export_type="JSON", download_all_tasks=False)
+    return json.loads(b"".join(chunks))

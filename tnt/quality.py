@@ -1,0 +1,296 @@
+"""Quality scores the Ask-LLM way (Sachdeva et al. 2024): ask an LLM whether a document is useful
+training data, and score it by the probability of "yes".
+
+The prompt is a template directory (``prompts/ask_llm``) with a ``scoring.yaml`` naming the answer
+options and their values, so a different judge (FineWeb-Edu's 0-5 educational value, say) is a new
+template directory, not new code. Where the backend returns token log-probabilities, the score is the
+expected value over the options' normalised first-token probabilities (P(yes) for yes=1/no=0);
+otherwise the model is asked for the score directly ("verbalised"). Each score records which.
+Scores are stored as numeric labels (no taxonomy version), origin ``<prompt name>:<hash>`` with
+``_`` written ``-`` (``ask-llm:…``), for distillation and selection to use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import yaml
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+
+from tnt.corpus import Document, DocumentStore
+from tnt.label import LabelRecord, LabelStore
+from tnt.labeler import DOCUMENT_PAGE, ProgressCallback, StageResult, Tally, run_concurrently, run_cost, unique
+from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, _litellm
+from tnt.local_llm import LOCAL_PREFIX
+from tnt.prompts import PromptLibrary
+from tnt.summarize import clip
+from tnt.workspace import Run, Workspace
+
+DEFAULT_PROMPT = "ask_llm"
+SCORING_FILE = "scoring.yaml"
+TOP_LOGPROBS = 20  # the most OpenAI returns
+VERBALISED_MAX_TOKENS = 50
+
+
+class ScoringError(ValueError):
+    """A prompt's scoring.yaml that cannot be used; the message names the file."""
+
+
+class Scoring(BaseModel):
+    """A prompt's answer options and the value each stands for."""
+
+    options: dict[str, float] = Field(min_length=2)
+
+    @field_validator("options")
+    @classmethod
+    def _distinct_after_normalising(cls, options: dict[str, float]) -> dict[str, float]:
+        keys = [normalise_token(option) for option in options]
+        if "" in keys or len(set(keys)) != len(keys):
+            raise ValueError("option names must be non-empty and differ beyond case, spaces and punctuation")
+        return options
+
+    @property
+    def low(self) -> float:
+        return min(self.options.values())
+
+    @property
+    def high(self) -> float:
+        return max(self.options.values())
+
+
+def normalise_token(token: str) -> str:
+    """" Yes", "YES", "yes." all read as "yes"."""
+    return token.strip().strip(string.punctuation).strip().casefold()
+
+
+def option_masses(alternatives: dict[str, float], options: Sequence[str]) -> dict[str, float]:
+    """Each option's probability mass in one token's {token: logprob} alternatives; variants of an
+    option (" Yes", "YES", ...) add up."""
+    by_key = {normalise_token(option): option for option in options}
+    masses = dict.fromkeys(options, 0.0)
+    for token, logprob in alternatives.items():
+        option = by_key.get(normalise_token(token))
+        if option is not None:
+            masses[option] += math.exp(logprob)
+    return masses
+
+
+def option_probabilities(masses: dict[str, float]) -> dict[str, float] | None:
+    """The masses normalised over the options (the softmax of their log-masses); None if all are 0."""
+    total = sum(masses.values())
+    return {option: mass / total for option, mass in masses.items()} if total > 0.0 else None
+
+
+def origin_prefix(prompt_name: str = DEFAULT_PROMPT) -> str:
+    """What every score from this prompt's origin starts with ("ask-llm" for the default prompt)."""
+    return prompt_name.replace("_", "-")
+
+
+def offers_logprobs(model: str) -> bool:
+    """Whether the model's API takes ``top_logprobs`` (litellm rejects it for e.g. Anthropic, Ollama)."""
+    if model.startswith(LOCAL_PREFIX):
+        return True
+    litellm = _litellm()
+    try:
+        return "top_logprobs" in (litellm.get_supported_openai_params(model=model) or [])
+    except Exception:  # litellm does not know the provider: let the first answer tell
+        return True
+
+
+def load_scoring(prompts: PromptLibrary, prompt_name: str) -> tuple[Scoring, str]:
+    """The prompt's scoring.yaml (user directory first, like its templates) and its source text."""
+    path = f"{prompt_name}/{SCORING_FILE}"
+    try:
+        source, filename, _ = prompts.env.loader.get_source(prompts.env, path)  # type: ignore[union-attr]
+    except jinja2.TemplateNotFound as exc:
+        raise ScoringError(f"{path} not found: a scoring prompt needs one beside its templates") from exc
+    try:
+        # BaseLoader: every scalar a string, so an unquoted yes/no option stays "yes"/"no", not a boolean
+        return Scoring.model_validate(yaml.load(source, Loader=yaml.BaseLoader)), source
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ScoringError(f"{filename}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Score:
+    value: float
+    method: str  # logprobs | verbalised
+    detail: str
+
+
+class QualityScorer:
+    """Scores one document at a time through the gateway; remembers when the backend has no logprobs."""
+
+    def __init__(
+        self, prompts: PromptLibrary, model: str, prompt_name: str = DEFAULT_PROMPT, max_doc_chars: int = 6000
+    ):
+        self.prompt = prompts.get(prompt_name)
+        self.scoring, scoring_source = load_scoring(prompts, prompt_name)
+        self.max_doc_chars = max_doc_chars
+        self.hash = hashlib.sha256(f"{self.prompt.hash}\0{scoring_source}".encode()).hexdigest()[:16]
+        self.origin_prefix = origin_prefix(prompt_name)
+        self.origin = f"{self.origin_prefix}:{self.hash}"
+        self.verbalised_schema = create_model(
+            "VerbalisedScore", score=(float, Field(ge=self.scoring.low, le=self.scoring.high))
+        )
+        # None: unknown until the first answer (an OpenAI-compatible server may or may not send them)
+        self.backend_has_logprobs: bool | None = None if offers_logprobs(model) else False
+
+    def messages(self, doc: Document, verbalised: bool) -> list[dict[str, str]]:
+        return self.prompt.render(
+            text=clip(doc.text, self.max_doc_chars),
+            options=list(self.scoring.options),
+            verbalised=verbalised,
+            low=f"{self.scoring.low:g}",
+            high=f"{self.scoring.high:g}",
+        )
+
+    def logprob_request(self, doc: Document) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        return self.messages(doc, verbalised=False), {"max_tokens": 1, "top_logprobs": TOP_LOGPROBS}
+
+    async def score(self, gateway: Gateway, doc: Document) -> tuple[Score, list[Completion]]:
+        """The score and the completions it took (for the running cost)."""
+        completions = []
+        reason = "the backend returns no log-probabilities"
+        if self.backend_has_logprobs is not False:
+            messages, params = self.logprob_request(doc)
+            completion = await gateway.complete(messages, stage="quality", **params)
+            completions.append(completion)
+            if self.backend_has_logprobs is None:  # the first answer decides for the rest of the run
+                self.backend_has_logprobs = bool(completion.top_logprobs)
+            if completion.top_logprobs:
+                masses = option_masses(completion.top_logprobs[0], list(self.scoring.options))
+                probabilities = option_probabilities(masses)
+                if probabilities is not None:
+                    return self._from_probabilities(probabilities, sum(masses.values())), completions
+                reason = "no answer option among the first token's top log-probabilities"
+        completion = await gateway.complete(
+            self.messages(doc, verbalised=True), self.verbalised_schema, max_tokens=VERBALISED_MAX_TOKENS, stage="quality"
+        )
+        completions.append(completion)
+        return Score(completion.parsed.score, "verbalised", f"verbalised ({reason})"), completions
+
+    def _from_probabilities(self, probabilities: dict[str, float], held: float) -> Score:
+        """``held``: the options' share of the first token; a low share means off-format answers."""
+        value = sum(probabilities[option] * worth for option, worth in self.scoring.options.items())
+        shares = ", ".join(f"{option} {p:.3f}" for option, p in probabilities.items())
+        return Score(value, "logprobs", f"logprobs: {shares} (options hold {held:.0%} of the first token)")
+
+    def record(self, doc_id: str, score: Score, run_id: str, model: str) -> LabelRecord:
+        return LabelRecord(
+            doc_id=doc_id,
+            source="llm",
+            score=score.value,
+            explanation=score.detail,
+            origin=self.origin,
+            run_id=run_id,
+            model=model,
+            prompt_hash=self.hash,
+        )
+
+
+@dataclass
+class _ScoringJob:
+    scorer: QualityScorer
+    gateway: Gateway
+    store: LabelStore
+    run: Run
+    result: StageResult
+    tally: Tally
+
+    async def handle(self, doc: Document) -> None:
+        try:
+            score, completions = await self.scorer.score(self.gateway, doc)
+        except LLMFailure as exc:
+            self.run.record_issue(f"document {doc.id}", exc.reason, "score")
+            self.result.failed += 1
+            self.tally.advance(1)
+            return
+        self.store.add([self.scorer.record(doc.id, score, self.run.id, self.gateway.model)])
+        self.result.labeled += 1
+        self.result.counts[score.method] = self.result.counts.get(score.method, 0) + 1
+        self.tally.advance(1, _total_cost(completions))
+
+
+def _total_cost(completions: Sequence[Completion]) -> float | None:
+    costs = [completion.cost for completion in completions]
+    return None if None in costs else sum(costs)  # type: ignore[arg-type]
+
+
+def _scoring_plan(
+    workspace: Workspace, doc_ids: Sequence[str], model: str, prompts: PromptLibrary | None, prompt: str, max_doc_chars: int
+) -> tuple[QualityScorer, list[str], set[str]]:
+    scorer = QualityScorer(prompts or PromptLibrary(), model, prompt, max_doc_chars)
+    selected = unique(doc_ids)
+    done = LabelStore(workspace).current_doc_ids(
+        None, "llm", model=model, origin=scorer.origin, prompt_hashes=[scorer.hash],
+        origins_like=f"{scorer.origin_prefix}:%",
+    ) & set(selected)
+    return scorer, selected, done
+
+
+def _pending_documents(workspace: Workspace, selected: Sequence[str], done: set[str]) -> Iterator[Document]:
+    pending = [doc_id for doc_id in selected if doc_id not in done]
+    for page in DocumentStore(workspace).iter_batches(DOCUMENT_PAGE, pending):
+        yield from page
+
+
+def score_quality(
+    workspace: Workspace,
+    doc_ids: Sequence[str],
+    settings: LLMSettings | None = None,
+    *,
+    prompt: str = DEFAULT_PROMPT,
+    prompts: PromptLibrary | None = None,
+    max_doc_chars: int = 6000,
+    on_progress: ProgressCallback | None = None,
+) -> StageResult:
+    """Score documents with a scoring prompt (default: Ask-LLM's) and store the scores.
+
+    Documents that already have a current score from this prompt and model are skipped, so the same
+    call continues an interrupted run; a document whose request fails is recorded as a run issue.
+    """
+    settings = settings or LLMSettings()
+    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings.model, prompts, prompt, max_doc_chars)
+    params = {"prompt": prompt, "origin": scorer.origin, "model": settings.model, "documents": len(selected)}
+    with workspace.run("score-quality", params) as run:
+        result = StageResult(run.id, documents=len(selected), skipped=len(done))
+        gateway = Gateway(workspace, settings, run_id=run.id, stage="quality")
+        tally = Tally(len(selected) - len(done), on_progress)
+        job = _ScoringJob(scorer, gateway, LabelStore(workspace), run, result, tally)
+        try:
+            asyncio.run(
+                run_concurrently(_pending_documents(workspace, selected, done), job.handle, settings.max_concurrency)
+            )
+        finally:
+            result.requests = gateway.http_requests
+            result.cost = run_cost(workspace, run.id)
+            run.stats = result.stats()
+    return result
+
+
+def estimate_quality(
+    workspace: Workspace,
+    doc_ids: Sequence[str],
+    settings: LLMSettings | None = None,
+    *,
+    prompt: str = DEFAULT_PROMPT,
+    prompts: PromptLibrary | None = None,
+    max_doc_chars: int = 6000,
+) -> dict[str, Any]:
+    """What ``score_quality`` would send and cost with log-probabilities (one output token each)."""
+    settings = settings or LLMSettings()
+    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings.model, prompts, prompt, max_doc_chars)
+    gateway = Gateway(workspace, settings, stage="quality")
+    prepared = []
+    for doc in _pending_documents(workspace, selected, done):
+        messages, params = scorer.logprob_request(doc)
+        prepared.append(gateway.prepare(messages, **params))
+    return {"documents": len(selected), "skipped": len(done), **gateway.estimate(prepared, 1)}

@@ -1,0 +1,330 @@
+"""Human review: which documents people should look at, and how far the LLM agrees with them.
+
+``choose_for_review`` is the sampler itself (plain data in, picks out): a mix of
+- ``disagreement``: the LLM and the distilled classifier give different labels (one of them is wrong);
+- ``least_confident``: the classifier's smallest margin between its two most likely labels, taken in
+  turn across predicted labels so one confusable pair does not fill the sample;
+- ``stratified``: every label represented, rare labels first, so no label goes unreviewed.
+A strategy with nothing to offer (no classifier yet, say) hands its share to the others. Every pick
+records its reason. ``sample_for_review`` feeds it from a workspace and records the sample;
+``agreement`` compares LLM labels with human ones (and people with each other).
+
+This module owns the ``review_samples`` table.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tnt.corpus import DocumentStore
+from tnt.label import LabelStore
+from tnt.taxonomy import TaxonomyStore
+from tnt.workspace import Workspace, WorkspaceError
+
+STRATEGIES = ("disagreement", "least_confident", "stratified")
+DEFAULT_MIX = {"disagreement": 0.3, "least_confident": 0.5, "stratified": 0.2}
+DEFAULT_POOL = 20_000  # candidates the classifier scores per sample, drawn by a seeded hash
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What is known about a document that nobody has reviewed yet."""
+
+    doc_id: str
+    llm_label: str | None = None
+    llm_confidence: float | None = None
+    model_label: str | None = None
+    model_margin: float | None = None  # top-1 minus top-2 probability of the distilled classifier
+
+
+@dataclass(frozen=True)
+class Pick:
+    doc_id: str
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_for_review(
+    candidates: Sequence[Candidate], n: int, mix: dict[str, float] | None = None, seed: int = 0
+) -> list[Pick]:
+    """``n`` documents to review (fewer if there are fewer candidates), each with its reason."""
+    mix = normalised_mix(mix or DEFAULT_MIX)
+    rng = random.Random(seed)
+    queues = {
+        "disagreement": _disagreements(candidates, rng),
+        "least_confident": _least_confident(candidates),
+        "stratified": _stratified(candidates, rng),
+    }
+    picked: dict[str, Pick] = {}
+    quotas = _quotas(mix, n)
+    for strategy in STRATEGIES:
+        _take(queues[strategy], strategy, quotas[strategy], picked)
+    for strategy in STRATEGIES:  # shares a strategy could not fill go to the others, in order
+        _take(queues[strategy], strategy, n - len(picked), picked)
+    rest = [c for c in candidates if c.doc_id not in picked]
+    rng.shuffle(rest)
+    _take(iter(rest), "random", n - len(picked), picked)  # nothing is known about these documents
+    return list(picked.values())
+
+
+def normalised_mix(mix: dict[str, float]) -> dict[str, float]:
+    unknown = set(mix) - set(STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown review strategies {sorted(unknown)}; choose from {list(STRATEGIES)}")
+    if any(share < 0 for share in mix.values()) or not sum(mix.values()):
+        raise ValueError("review mix shares must be non-negative and not all zero")
+    total = sum(mix.values())
+    return {strategy: mix.get(strategy, 0.0) / total for strategy in STRATEGIES}
+
+
+def _quotas(mix: dict[str, float], n: int) -> dict[str, int]:
+    quotas = {strategy: int(share * n) for strategy, share in mix.items()}
+    by_remainder = sorted(mix, key=lambda s: mix[s] * n - quotas[s], reverse=True)
+    for strategy in by_remainder[: n - sum(quotas.values())]:
+        quotas[strategy] += 1
+    return quotas
+
+
+def _take(queue: Iterator[Candidate], reason: str, count: int, picked: dict[str, Pick]) -> None:
+    taken = 0
+    for candidate in queue:
+        if taken >= count:
+            return
+        if candidate.doc_id in picked:
+            continue
+        picked[candidate.doc_id] = Pick(candidate.doc_id, reason, _detail(candidate))
+        taken += 1
+
+
+def _detail(candidate: Candidate) -> dict[str, Any]:
+    return {key: value for key, value in asdict(candidate).items() if key != "doc_id" and value is not None}
+
+
+def _round_robin(groups: dict[str, list[Candidate]]) -> Iterator[Candidate]:
+    """One from each group in turn; smaller groups first, so rare labels are never crowded out."""
+    ordered = sorted(groups.values(), key=len)
+    for depth in range(max(map(len, ordered), default=0)):
+        for group in ordered:
+            if depth < len(group):
+                yield group[depth]
+
+
+def _disagreements(candidates: Sequence[Candidate], rng: random.Random) -> Iterator[Candidate]:
+    groups: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        if c.llm_label and c.model_label and c.llm_label != c.model_label:
+            groups[c.llm_label].append(c)
+    for group in groups.values():  # the classifier surest of its different answer first
+        rng.shuffle(group)
+        group.sort(key=lambda c: -(c.model_margin or 0.0))
+    return _round_robin(groups)
+
+
+def _least_confident(candidates: Sequence[Candidate]) -> Iterator[Candidate]:
+    """Smallest classifier margin first, in equal turns per predicted label; without a classifier,
+    the LLM's lowest stated confidence first."""
+    scored = sorted((c for c in candidates if c.model_margin is not None), key=lambda c: c.model_margin or 0.0)
+    if not scored:
+        unsure = [c for c in candidates if c.llm_confidence is not None]
+        return iter(sorted(unsure, key=lambda c: c.llm_confidence or 0.0))
+    turn: Counter[str | None] = Counter()
+    keyed = []
+    for c in scored:
+        keyed.append((turn[c.model_label], c.model_margin or 0.0, c))
+        turn[c.model_label] += 1
+    return (c for _, _, c in sorted(keyed, key=lambda key: key[:2]))
+
+
+def _stratified(candidates: Sequence[Candidate], rng: random.Random) -> Iterator[Candidate]:
+    groups: dict[str, list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        label = c.model_label or c.llm_label
+        if label:
+            groups[label].append(c)
+    for group in groups.values():
+        rng.shuffle(group)
+    return _round_robin(groups)
+
+
+# From a workspace
+
+
+@dataclass
+class ReviewSample:
+    run_id: str
+    taxonomy_version: int
+    picks: list[Pick]
+    candidates: int
+    classifier: str | None  # the distilled model that scored the candidates, if any
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(pick.reason for pick in self.picks))
+
+
+def sample_for_review(
+    workspace: Workspace,
+    n: int,
+    *,
+    taxonomy_version: int | None = None,
+    mix: dict[str, float] | None = None,
+    pool: int = DEFAULT_POOL,
+    seed: int = 0,
+) -> ReviewSample:
+    """Choose ``n`` documents nobody has reviewed or been sent yet, and record why each was chosen."""
+    taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
+    version = taxonomy.version
+    assert version is not None
+    labels = LabelStore(workspace)
+    done = set(labels.current(version, "human")) | ReviewSamples(workspace).doc_ids(version)
+    pool_ids = [doc.id for doc in DocumentStore(workspace).sample(pool + len(done), seed) if doc.id not in done][:pool]
+    if not pool_ids:
+        raise WorkspaceError("no documents left to review: every document is labeled by a person or already sampled")
+    llm = labels.current(version, "llm")
+    scored, classifier = _classifier_view(workspace, version, pool_ids)
+    candidates = [
+        Candidate(
+            doc_id,
+            llm_label=llm[doc_id]["label"] if doc_id in llm else None,
+            llm_confidence=llm[doc_id]["confidence"] if doc_id in llm else None,
+            **scored.get(doc_id, {}),
+        )
+        for doc_id in pool_ids
+    ]
+    params = {"n": n, "taxonomy_version": version, "mix": normalised_mix(mix or DEFAULT_MIX), "seed": seed, "pool": pool}
+    with workspace.run("review-sample", params) as run:
+        picks = choose_for_review(candidates, n, mix, seed)
+        ReviewSamples(workspace).save(run.id, version, picks)
+        sample = ReviewSample(run.id, version, picks, len(candidates), classifier)
+        run.stats = {"picked": len(picks), "candidates": len(candidates), "reasons": sample.counts, "classifier": classifier}
+    return sample
+
+
+def _classifier_view(workspace: Workspace, version: int, doc_ids: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The distilled classifier's label and margin per document, when the version has a model."""
+    from tnt import distill
+
+    info = distill.latest_model(workspace, version)
+    if info is None:
+        return {}, None
+    model = distill.load_model(workspace, info.id)
+    texts = [doc.text for doc in DocumentStore(workspace).get(doc_ids)]
+    probabilities = model.predict_proba(texts)
+    return dict(zip(doc_ids, margins(probabilities, model.labels))), info.id
+
+
+def margins(probabilities: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per row: the most likely label and its lead over the second (small lead: the model is unsure)."""
+    top2 = np.sort(probabilities, axis=1)[:, -2:] if probabilities.shape[1] > 1 else np.c_[np.zeros(len(probabilities)), probabilities]
+    best = probabilities.argmax(axis=1)
+    return [
+        {"model_label": labels[i], "model_margin": float(top[1] - top[0])} for i, top in zip(best, top2)
+    ]
+
+
+class ReviewSamples:
+    """The recorded review samples of a workspace."""
+
+    def __init__(self, workspace: Workspace):
+        self.db = workspace.db
+
+    def save(self, run_id: str, taxonomy_version: int, picks: Sequence[Pick]) -> None:
+        rows = [
+            {"run_id": run_id, "position": i, "doc_id": pick.doc_id, "taxonomy_version": taxonomy_version,
+             "reason": pick.reason, "detail": json.dumps(pick.detail)}
+            for i, pick in enumerate(picks)
+        ]
+        with self.db.conn:
+            self.db["review_samples"].insert_all(rows)
+
+    def doc_ids(self, taxonomy_version: int) -> set[str]:
+        rows = self.db.execute("select doc_id from review_samples where taxonomy_version = ?", [taxonomy_version])
+        return {row[0] for row in rows}
+
+    def latest(self, taxonomy_version: int | None = None) -> list[Pick]:
+        """The picks of the newest sample (for a taxonomy version), in order."""
+        where, args = ("where taxonomy_version = ?", [taxonomy_version]) if taxonomy_version else ("", [])
+        row = self.db.execute(
+            f"select run_id from review_samples {where} order by rowid desc limit 1", args
+        ).fetchone()
+        if row is None:
+            raise WorkspaceError("no review sample yet; choose one with `tnt review sample N`")
+        rows = self.db["review_samples"].rows_where("run_id = ?", [row[0]], order_by="position")
+        return [Pick(r["doc_id"], r["reason"], json.loads(r["detail"] or "{}")) for r in rows]
+
+
+# Agreement
+
+
+@dataclass
+class PairAgreement:
+    """How two label sources agree on the documents both labeled."""
+
+    documents: int
+    kappa: float | None
+    accuracy: float | None
+    macro_f1: float | None
+    per_label: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (reference, other, count), most first
+
+
+@dataclass
+class AgreementReport:
+    taxonomy_version: int
+    llm_vs_human: PairAgreement
+    human_vs_human: PairAgreement | None  # documents annotated by more than one person
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_labels(reference: Sequence[str], other: Sequence[str]) -> PairAgreement:
+    """Cohen's kappa, accuracy, macro-F1, per-label precision/recall/F1 and the confusions of
+    ``other`` against ``reference`` (scikit-learn, through distill's metrics)."""
+    from tnt.distill import classification_metrics
+
+    if not reference:
+        return PairAgreement(0, None, None, None)
+    with warnings.catch_warnings():  # one label only: kappa is undefined, reported as None below
+        warnings.simplefilter("ignore", UserWarning)
+        metrics = classification_metrics(list(reference), list(other))
+    confusions = Counter((r, o) for r, o in zip(reference, other) if r != o)
+    return PairAgreement(
+        documents=len(reference),
+        kappa=None if np.isnan(metrics["kappa"]) else metrics["kappa"],  # undefined when one label is all there is
+        accuracy=metrics["accuracy"],
+        macro_f1=metrics["macro_f1"],
+        per_label=metrics["per_label"],
+        confusions=[(r, o, count) for (r, o), count in confusions.most_common()],
+    )
+
+
+def agreement(workspace: Workspace, taxonomy_version: int | None = None) -> AgreementReport:
+    """LLM against people on every document both labeled; people against each other where several
+    annotated one document (first two annotations, in order)."""
+    version = TaxonomyStore(workspace).get(taxonomy_version).version
+    assert version is not None
+    labels = LabelStore(workspace)
+    human = labels.current(version, "human")
+    llm = labels.current(version, "llm")
+    shared = [doc_id for doc_id in human if doc_id in llm]
+    llm_vs_human = compare_labels([human[d]["label"] for d in shared], [llm[d]["label"] for d in shared])
+    return AgreementReport(version, llm_vs_human, _human_vs_human(labels, version))
+
+
+def _human_vs_human(labels: LabelStore, version: int) -> PairAgreement | None:
+    by_doc: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in labels.current_by_origin(version, "human", "%").values():
+        by_doc[row["doc_id"]].append(row)
+    pairs = [sorted(rows, key=lambda row: row["id"])[:2] for rows in by_doc.values() if len(rows) > 1]
+    if not pairs:
+        return None
+    return compare_labels([first["label"] for first, _ in pairs], [second["label"] for _, second in pairs])

@@ -1,0 +1,395 @@
+"""TnT-LLM phase 1 as stage objects: propose a label table from summaries, group it, refine it.
+
+Each stage takes plain data (strings, ``TaxonomyLabel`` lists) and talks to the LLM only through a
+``TableCaller``, which owns the guardrails: every table answer is a validated pydantic model, checked
+against ``TaxonomyLimits``; a failing answer is retried with the problems fed back and the
+temperature raised a little each time, then the stage fails with the reasons. The workspace-facing
+functions (sampling, storing versions) are in ``taxonomy_pipeline``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import mean
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+
+from tnt.llm import Gateway, LLMFailure
+from tnt.prompts import PromptLibrary
+from tnt.summarize import clip
+from tnt.taxonomy import OTHER_LABEL, TaxonomyLabel, TaxonomyLimits, guardrail_problems
+
+A = TypeVar("A", bound=BaseModel)
+
+
+# What the model answers
+
+
+class LabelDraft(BaseModel):
+    id: int
+    name: str
+    description: str
+
+
+class TableAnswer(BaseModel):
+    labels: list[LabelDraft]
+
+
+class UpdateAnswer(BaseModel):
+    rating: int = Field(ge=0, le=100)
+    explanation: str
+    suggested_edits: list[str]
+    labels: list[LabelDraft]
+
+
+class RefineAnswer(BaseModel):
+    changes: list[str]
+    labels: list[LabelDraft]
+
+
+class RatingAnswer(BaseModel):
+    explanation: str = Field(json_schema_extra={"maxLength": 300})  # a hint for constrained backends
+    rating: int = Field(ge=0, le=100)
+
+
+RATING_TOKENS = 150
+
+
+class GroupDraft(BaseModel):
+    name: str
+    description: str
+    members: list[int]
+
+
+class GroupAnswer(BaseModel):
+    groups: list[GroupDraft]
+
+
+@lru_cache(maxsize=None)
+def limited(answer: type[A], limits: TaxonomyLimits, max_groups: int | None = None) -> type[A]:
+    """``answer`` whose JSON schema states the limits (maxItems, maxLength), so grammar-constrained
+    backends cannot break them; validation stays lenient so ``guardrail_problems`` reports them."""
+
+    def model_json_schema(cls: type[A], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        schema = answer.model_json_schema.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
+        _apply_limits(schema, limits, max_groups)
+        return schema
+
+    # Same name as ``answer``: it names the schema sent to the provider and appears in errors.
+    return type(answer.__name__, (answer,), {"model_json_schema": classmethod(model_json_schema)})
+
+
+def _apply_limits(schema: dict[str, Any], limits: TaxonomyLimits, max_groups: int | None) -> None:
+    properties = schema["properties"]
+    if "labels" in properties:
+        properties["labels"] |= {"minItems": limits.min_labels, "maxItems": limits.max_labels}
+    if "groups" in properties and max_groups:
+        properties["groups"] |= {"minItems": 2, "maxItems": max_groups}
+    for definition in schema.get("$defs", {}).values():
+        fields = definition.get("properties", {})
+        if "name" in fields:
+            fields["name"] |= {"minLength": 1, "maxLength": 12 * limits.max_name_words}
+        if "description" in fields:
+            fields["description"] |= {"minLength": 1, "maxLength": 9 * limits.max_description_words}
+
+
+def to_labels(drafts: Sequence[LabelDraft]) -> list[TaxonomyLabel]:
+    return [TaxonomyLabel(name=d.name.strip(), description=d.description.strip()) for d in drafts]
+
+
+def table_view(labels: Sequence[TaxonomyLabel]) -> list[dict[str, str]]:
+    return [{"name": label.name, "description": label.description} for label in labels]
+
+
+# The guarded call
+
+
+class GuardrailFailure(Exception):
+    """A stage whose answers kept breaking the guardrails; the message gives every attempt's reasons."""
+
+    def __init__(self, stage: str, attempts: list[list[str]]):
+        self.stage = stage
+        self.attempts = attempts
+        lines = [f"  attempt {i}: {'; '.join(problems)}" for i, problems in enumerate(attempts, 1)]
+        super().__init__(f"{stage}: no acceptable table after {len(attempts)} attempts\n" + "\n".join(lines))
+
+
+@dataclass
+class TableCaller:
+    """Renders a prompt, calls the gateway, checks the answer; retries hotter with the problems fed back."""
+
+    gateway: Gateway
+    prompts: PromptLibrary
+    use_case: str
+    limits: TaxonomyLimits = field(default_factory=TaxonomyLimits)
+    retries: int = 5
+    temperature_step: float = 0.1
+    used_prompts: dict[str, str] = field(default_factory=dict)  # name -> hash, for the version record
+
+    @property
+    def max_tokens(self) -> int:
+        return 300 + self.limits.max_labels * (2 * self.limits.max_name_words + 2 * self.limits.max_description_words)
+
+    def render(self, prompt: str, rejected: Sequence[str] = (), **variables: Any) -> list[dict[str, str]]:
+        template = self.prompts.get(prompt)
+        self.used_prompts[prompt] = template.hash
+        return template.render(
+            use_case=self.use_case, limits=self.limits, other=OTHER_LABEL, rejected=list(rejected), **variables
+        )
+
+    def prepare(self, prompt: str, answer: type[BaseModel], **variables: Any) -> tuple[list[dict[str, str]], dict]:
+        """The first attempt's request, for ``--dry-run`` estimates."""
+        return self.gateway.prepare(self.render(prompt, **variables), answer, max_tokens=self.max_tokens)
+
+    async def call(
+        self,
+        prompt: str,
+        answer: type[A],
+        temperature: float,
+        check: Callable[[A], list[str]],
+        **variables: Any,
+    ) -> A:
+        attempts: list[list[str]] = []
+        for attempt in range(self.retries + 1):
+            messages = self.render(prompt, attempts[-1] if attempts else (), **variables)
+            try:
+                completion = await self.gateway.complete(
+                    messages,
+                    answer,
+                    temperature=min(temperature + attempt * self.temperature_step, 2.0),
+                    max_tokens=self.max_tokens,
+                    stage=prompt,
+                )
+            except LLMFailure as exc:
+                attempts.append([exc.reason])
+                continue
+            problems = check(completion.parsed)
+            if not problems:
+                return completion.parsed
+            attempts.append(problems)
+        raise GuardrailFailure(prompt, attempts)
+
+    def table_problems(self, answer: TableAnswer | UpdateAnswer | RefineAnswer) -> list[str]:
+        return guardrail_problems(to_labels(answer.labels), self.limits)
+
+
+# Stage: propose a table from summaries (generate → update over minibatches and epochs → review)
+
+
+class ProposerSettings(BaseModel):
+    batch_size: int = Field(200, ge=1)
+    epochs: int = Field(3, ge=1)
+    validation_share: float = Field(0.2, ge=0.0, lt=1.0)
+    patience: int | None = Field(None, ge=1, description="Stop after this many epochs without a better score.")
+    seed: int = 0
+    generate_temperature: float = 0.5
+    update_temperature: float = 0.2
+    item_max_chars: int = 400
+
+
+@dataclass
+class Candidate:
+    epoch: int
+    labels: list[TaxonomyLabel]
+    score: float | None
+
+
+@dataclass
+class Proposal:
+    labels: list[TaxonomyLabel]
+    score: float | None  # validation rating (0–100) of the final, reviewed table
+    candidates: list[Candidate]
+    update_ratings: list[int]
+
+
+@dataclass
+class TaxonomyProposer:
+    caller: TableCaller
+    settings: ProposerSettings = field(default_factory=ProposerSettings)
+
+    def split(self, items: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(train, validation): a seeded shuffle, validation held out from every update."""
+        shuffled = list(items)
+        random.Random(self.settings.seed).shuffle(shuffled)
+        n_validation = round(len(shuffled) * self.settings.validation_share)
+        if self.settings.validation_share and len(shuffled) > 1:
+            n_validation = max(1, n_validation)
+        return shuffled[n_validation:], shuffled[:n_validation]
+
+    def minibatches(self, items: Sequence[str], epoch: int) -> list[list[str]]:
+        order = list(items)
+        if epoch:
+            random.Random(self.settings.seed * 1000 + epoch).shuffle(order)
+        clipped = [clip(item, self.settings.item_max_chars) for item in order]
+        size = self.settings.batch_size
+        return [clipped[i : i + size] for i in range(0, len(clipped), size)]
+
+    async def propose(
+        self,
+        items: Sequence[str],
+        seed_labels: Sequence[TaxonomyLabel] | None = None,
+        on_step: Callable[[str], None] | None = None,
+    ) -> Proposal:
+        train, validation = self.split(items)
+        if not train:
+            raise ValueError("no documents to build a taxonomy from")
+        table = list(seed_labels) if seed_labels else None
+        candidates: list[Candidate] = []
+        ratings: list[int] = []
+        for epoch in range(self.settings.epochs):
+            for batch in self.minibatches(train, epoch):
+                if table is None:
+                    table = await self.generate(batch)
+                else:
+                    table, rating = await self.update(table, batch)
+                    ratings.append(rating)
+                _report(on_step, f"epoch {epoch + 1}: {len(table)} labels")
+            candidates.append(Candidate(epoch + 1, table, await self.rate(table, validation)))
+            if self._stalled(candidates):
+                break
+        best = max(candidates, key=lambda c: (c.score if c.score is not None else -1, c.epoch))
+        final = await self.review(best.labels)
+        _report(on_step, f"reviewed: {len(final)} labels")
+        return Proposal(final, await self.rate(final, validation), candidates, ratings)
+
+    def _stalled(self, candidates: list[Candidate]) -> bool:
+        patience = self.settings.patience
+        if patience is None or len(candidates) <= patience or candidates[-1].score is None:
+            return False
+        best_before = max(c.score or 0 for c in candidates[:-patience])
+        return all((c.score or 0) <= best_before for c in candidates[-patience:])
+
+    async def generate(self, batch: list[str]) -> list[TaxonomyLabel]:
+        answer = await self.caller.call(
+            "taxonomy_generate",
+            limited(TableAnswer, self.caller.limits),
+            self.settings.generate_temperature,
+            self.caller.table_problems,
+            items=batch,
+        )
+        return to_labels(answer.labels)
+
+    async def update(self, table: list[TaxonomyLabel], batch: list[str]) -> tuple[list[TaxonomyLabel], int]:
+        answer = await self.caller.call(
+            "taxonomy_update",
+            limited(UpdateAnswer, self.caller.limits),
+            self.settings.update_temperature,
+            self.caller.table_problems,
+            labels=table_view(table),
+            items=batch,
+        )
+        return to_labels(answer.labels), answer.rating
+
+    async def review(self, table: list[TaxonomyLabel]) -> list[TaxonomyLabel]:
+        answer = await self.caller.call(
+            "taxonomy_review",
+            limited(TableAnswer, self.caller.limits),
+            0.0,
+            self.caller.table_problems,
+            labels=table_view(table),
+        )
+        return to_labels(answer.labels)
+
+    async def rate(self, table: list[TaxonomyLabel], validation: list[str]) -> float | None:
+        """Mean 0–100 fit rating over the validation minibatches; None without a validation split."""
+        if not validation:
+            return None
+        ratings = []
+        for batch in self.minibatches(validation, 0):
+            messages = self.caller.render("taxonomy_rate", labels=table_view(table), items=batch)
+            try:
+                completion = await self.caller.gateway.complete(
+                    messages, RatingAnswer, max_tokens=RATING_TOKENS, stage="taxonomy_rate"
+                )
+            except LLMFailure:
+                continue  # logged by the gateway; the score rests on the batches that answered
+            ratings.append(completion.parsed.rating)
+        return mean(ratings) if ratings else None
+
+
+def _report(on_step: Callable[[str], None] | None, message: str) -> None:
+    if on_step:
+        on_step(message)
+
+
+# Stage: group a flat table under parents (--levels 2)
+
+
+@dataclass
+class TaxonomyGrouper:
+    caller: TableCaller
+    max_groups: int | None = None
+
+    def groups_allowed(self, n_labels: int) -> int:
+        return self.max_groups or max(2, round(n_labels**0.5))
+
+    async def group(self, labels: list[TaxonomyLabel]) -> list[TaxonomyLabel]:
+        """Parents first, each followed by its children (``parent`` set); the leaves keep their text."""
+        max_groups = self.groups_allowed(len(labels))
+        answer = await self.caller.call(
+            "taxonomy_group",
+            limited(GroupAnswer, self.caller.limits, max_groups),
+            0.0,
+            lambda a: self.problems(a, labels, max_groups),
+            labels=table_view(labels),
+            max_groups=max_groups,
+        )
+        grouped: list[TaxonomyLabel] = []
+        for group in answer.groups:
+            grouped.append(TaxonomyLabel(name=group.name.strip(), description=group.description.strip()))
+            grouped += [labels[i - 1].model_copy(update={"parent": group.name.strip()}) for i in group.members]
+        return grouped
+
+    def problems(self, answer: GroupAnswer, labels: list[TaxonomyLabel], max_groups: int) -> list[str]:
+        limits = self.caller.limits.model_copy(update={"min_labels": 2, "max_labels": max_groups})
+        group_labels = [TaxonomyLabel(name=g.name, description=g.description) for g in answer.groups]
+        problems = [p.replace("labels", "groups") for p in guardrail_problems(group_labels, limits)]
+        leaf_names = {label.name.casefold() for label in labels}
+        problems += [f"group {g.name!r} has the name of a label" for g in answer.groups if g.name.strip().casefold() in leaf_names]
+        members = [i for g in answer.groups for i in g.members]
+        missing = sorted(set(range(1, len(labels) + 1)) - set(members))
+        if missing:
+            problems.append(f"labels {missing} are in no group")
+        if unknown := sorted({i for i in members if not 1 <= i <= len(labels)}):
+            problems.append(f"label ids {unknown} do not exist")
+        if repeated := sorted({i for i in members if members.count(i) > 1}):
+            problems.append(f"labels {repeated} are in more than one group")
+        return problems
+
+
+# Stage: refine a table with people's feedback and label corrections
+
+
+@dataclass(frozen=True)
+class Correction:
+    """How often people replaced the model's label with another one (``Other`` included)."""
+
+    llm_label: str
+    human_label: str
+    count: int
+    example: str = ""
+
+
+@dataclass
+class TaxonomyRefiner:
+    caller: TableCaller
+    temperature: float = 0.2
+
+    async def refine(
+        self, labels: list[TaxonomyLabel], feedback: str, corrections: Sequence[Correction] = ()
+    ) -> tuple[list[TaxonomyLabel], list[str]]:
+        """The revised table and the changes the model says it made."""
+        answer = await self.caller.call(
+            "taxonomy_refine",
+            limited(RefineAnswer, self.caller.limits),
+            self.temperature,
+            self.caller.table_problems,
+            labels=table_view(labels),
+            feedback=feedback,
+            corrections=list(corrections),
+        )
+        return to_labels(answer.labels), answer.changes

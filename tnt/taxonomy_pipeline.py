@@ -1,0 +1,417 @@
+"""Taxonomy commands as library functions: ``generate_taxonomy``, ``refine_taxonomy`` and their
+``--dry-run`` estimates. They sample documents through the corpus API, run the stages of
+``taxonomy_generate`` inside a recorded run, and save the result as a new taxonomy version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tnt.cluster import ClusterNamer, ClusterProposal, ClusterProposer, KMeansClusterer, default_embedder
+from tnt.corpus import DocumentStore
+from tnt.encoders import DEFAULT_ENCODER
+from tnt.label import LabelRecord, LabelStore
+from tnt.llm import Gateway, LLMSettings
+from tnt.prompts import PromptLibrary
+from tnt.summarize import (
+    MAX_OUTPUT_TOKENS as SUMMARY_TOKENS,
+    Summarizer,
+    SummaryStore,
+    TextItem,
+    clip,
+    summarize_with_store,
+)
+from tnt.taxonomy import Taxonomy, TaxonomyLimits, TaxonomyStore
+from tnt.taxonomy_generate import (
+    Correction,
+    RATING_TOKENS,
+    ProposerSettings,
+    TableAnswer,
+    TableCaller,
+    TaxonomyGrouper,
+    TaxonomyProposer,
+    TaxonomyRefiner,
+    UpdateAnswer,
+    limited,
+)
+from tnt.workspace import Run, Workspace
+
+# A progress reporter: start(description, total) returns advance(n).
+Reporter = Callable[[str, int], Callable[[int], None]]
+
+
+class GenerateOptions(BaseModel):
+    """Everything ``tnt taxonomy generate`` takes, one field per option."""
+
+    use_case: str = Field(min_length=1)
+    sample: int | None = Field(1000, ge=1, description="Documents drawn from the corpus; None: all.")
+    limits: TaxonomyLimits = Field(default_factory=TaxonomyLimits)
+    proposer: ProposerSettings = Field(default_factory=ProposerSettings)
+    levels: int = Field(1, ge=1, le=2)
+    max_groups: int | None = Field(None, ge=2)
+    summarize: bool = True
+    min_summary_chars: int = Field(300, ge=0, description="Shorter texts are used as they are.")
+    retries: int = Field(5, ge=0)
+    seed_version: int | None = Field(None, description="Start the update loop from this version.")
+    prompts_dir: str | None = None
+
+
+def sample_documents(
+    workspace: Workspace, sample: int | None, seed: int, among: list[str] | None = None
+) -> list[TextItem]:
+    """A seeded random sample of the corpus, or of the documents ``among`` (all when ``sample`` is None)."""
+    documents = DocumentStore(workspace)
+    if among is None and sample is not None:
+        chosen = documents.sample(sample, seed)
+    else:
+        ids = among if among is not None else documents.ids()
+        if sample is not None and sample < len(ids):
+            ids = sorted(random.Random(seed).sample(ids, sample))
+        chosen = documents.get(ids)
+    if not chosen:
+        raise ValueError("no documents to sample from; add some with `tnt ingest`")
+    return [TextItem(doc.id, doc.text) for doc in chosen]
+
+
+def generate_taxonomy(
+    workspace: Workspace, options: GenerateOptions, settings: LLMSettings, progress: Reporter | None = None
+) -> Taxonomy:
+    """Summarise a sample, run generate → update → review, keep the best candidate, save a version."""
+    with workspace.run("taxonomy.generate", options.model_dump()) as run:
+        return asyncio.run(_generate(workspace, run, options, settings, progress))
+
+
+async def _generate(
+    workspace: Workspace, run: Run, options: GenerateOptions, settings: LLMSettings, progress: Reporter | None
+) -> Taxonomy:
+    gateway = Gateway(workspace, settings, run_id=run.id, stage="taxonomy")
+    prompts = PromptLibrary(options.prompts_dir)
+    store = TaxonomyStore(workspace)
+    seed = store.get(options.seed_version) if options.seed_version is not None else None
+    documents = sample_documents(workspace, options.sample, options.proposer.seed)
+    items = await _summaries(workspace, run, gateway, prompts, options, documents, progress)
+    caller = TableCaller(gateway, prompts, options.use_case, options.limits, options.retries)
+    proposer = TaxonomyProposer(caller, options.proposer)
+    advance = progress("taxonomy steps", _table_steps(proposer, len(items))) if progress else None
+    on_step = (lambda _: advance(1)) if advance else None
+    proposal = await proposer.propose(items, seed.leaves if seed else None, on_step)
+    labels = proposal.labels
+    if options.levels == 2:
+        labels = await TaxonomyGrouper(caller, options.max_groups).group(labels)
+    run.stats |= {
+        "documents": len(documents),
+        "candidates": [{"epoch": c.epoch, "score": c.score, "labels": len(c.labels)} for c in proposal.candidates],
+        "update_ratings": proposal.update_ratings,
+        "score": proposal.score,
+    }
+    best_epoch = max(proposal.candidates, key=lambda c: (c.score if c.score is not None else -1, c.epoch)).epoch
+    taxonomy = store.save(
+        Taxonomy(
+            labels=labels,
+            parent=seed.version if seed else None,
+            method="tnt-llm",
+            use_case=options.use_case,
+            model=settings.model,
+            params=_params(options, settings),
+            prompt_hashes=caller.used_prompts | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
+            score=proposal.score,
+            run_id=run.id,
+            note=f"{len(documents)} documents, best candidate from epoch {best_epoch} of {len(proposal.candidates)}",
+        )
+    )
+    run.stats["version"] = taxonomy.version
+    return taxonomy
+
+
+async def _summaries(
+    workspace: Workspace,
+    run: Run,
+    gateway: Gateway,
+    prompts: PromptLibrary,
+    options: GenerateOptions | ClusterOptions,
+    documents: list[TextItem],
+    progress: Reporter | None,
+) -> list[str]:
+    if not options.summarize:
+        return [doc.text for doc in documents]
+    summarizer = Summarizer(gateway, prompts, options.use_case, min_chars=options.min_summary_chars)
+    advance = progress("summaries", len(documents)) if progress else None
+    summaries = await summarize_with_store(SummaryStore(workspace), summarizer, documents, run.id, advance)
+    for summary in summaries:
+        if summary.origin == "fallback":
+            run.record_issue(f"document {summary.doc_id}", f"summary failed, text used instead: {summary.error}")
+    run.stats["summaries"] = dict(Counter(s.origin for s in summaries))
+    return [s.summary for s in summaries]
+
+
+def _table_steps(proposer: TaxonomyProposer, n_items: int) -> int:
+    train, _ = proposer.split(["x"] * n_items)
+    batches = -(-len(train) // proposer.settings.batch_size)
+    return batches * proposer.settings.epochs + 1
+
+
+def _params(options: GenerateOptions, settings: LLMSettings) -> dict[str, Any]:
+    return options.model_dump(exclude={"use_case"}) | {"api_base": settings.api_base}
+
+
+# --dry-run
+
+
+def estimate_generate(workspace: Workspace, options: GenerateOptions, settings: LLMSettings) -> dict[str, Any]:
+    """Requests, tokens and dollars a ``generate`` would spend (uncached requests only)."""
+    gateway = Gateway(workspace, settings)
+    prompts = PromptLibrary(options.prompts_dir)
+    documents = sample_documents(workspace, options.sample, options.proposer.seed)
+    summary_requests = []
+    if options.summarize:
+        summarizer = Summarizer(gateway, prompts, options.use_case, min_chars=options.min_summary_chars)
+        stored = SummaryStore(workspace).get([d.id for d in documents], summarizer.key)
+        summary_requests = summarizer.prepared([d for d in documents if d.id not in stored])
+    caller = TableCaller(gateway, prompts, options.use_case, options.limits, options.retries)
+    proposer = TaxonomyProposer(caller, options.proposer)
+    # Items stand in for their summaries at summary length; tables at the size limit.
+    items = [clip(d.text, 150 if options.summarize else options.proposer.item_max_chars) for d in documents]
+    train, validation = proposer.split(items)
+    table = [{"name": "label " * options.limits.max_name_words, "description": "word " * options.limits.max_description_words}] * options.limits.max_labels
+    table_requests = []
+    for epoch in range(options.proposer.epochs):
+        for i, batch in enumerate(proposer.minibatches(train, epoch)):
+            if epoch == 0 and i == 0 and options.seed_version is None:
+                table_requests.append(caller.prepare("taxonomy_generate", limited(TableAnswer, options.limits), items=batch))
+            else:
+                table_requests.append(caller.prepare("taxonomy_update", limited(UpdateAnswer, options.limits), labels=table, items=batch))
+    table_requests.append(caller.prepare("taxonomy_review", limited(TableAnswer, options.limits), labels=table))
+    rate_batches = proposer.minibatches(validation, 0) * (options.proposer.epochs + 1)
+    rate_requests = [caller.prepare("taxonomy_rate", TableAnswer, labels=table, items=b) for b in rate_batches]
+    parts = [
+        gateway.estimate(summary_requests, SUMMARY_TOKENS) if summary_requests else None,
+        gateway.estimate(table_requests, caller.max_tokens),
+        gateway.estimate(rate_requests, RATING_TOKENS) if rate_requests else None,
+    ]
+    total = add_estimates([p for p in parts if p])
+    total["note"] = "upper bound on table calls; guardrail retries and a --levels 2 grouping call come on top"
+    return total
+
+
+def add_estimates(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {key: sum(p[key] for p in parts) for key in ("requests", "cached", "prompt_tokens", "completion_tokens")}
+    costs = [p["cost"] for p in parts]
+    total["cost"] = None if any(c is None for c in costs) else sum(costs)
+    return total
+
+
+# Refine
+
+
+def refine_taxonomy(
+    workspace: Workspace,
+    feedback: str,
+    settings: LLMSettings,
+    *,
+    version: int | None = None,
+    limits: TaxonomyLimits | None = None,
+    use_corrections: bool = True,
+    retries: int = 5,
+    prompts_dir: str | None = None,
+) -> Taxonomy:
+    """An LLM revision of ``version`` (latest by default) guided by feedback and human corrections."""
+    store = TaxonomyStore(workspace)
+    base = store.get(version)
+    corrections = human_corrections(workspace, base.version) if use_corrections else []
+    if not feedback.strip() and not corrections:
+        raise ValueError("nothing to refine with: give --feedback, or correct some labels first")
+    limits = limits or limits_for(base)
+    params = {"feedback": feedback, "version": base.version, "limits": limits.model_dump(), "corrections": len(corrections)}
+    with workspace.run("taxonomy.refine", params) as run:
+        return asyncio.run(_refine(workspace, run, store, base, feedback, corrections, settings, limits, retries, prompts_dir))
+
+
+async def _refine(
+    workspace: Workspace,
+    run: Run,
+    store: TaxonomyStore,
+    base: Taxonomy,
+    feedback: str,
+    corrections: list[Correction],
+    settings: LLMSettings,
+    limits: TaxonomyLimits,
+    retries: int,
+    prompts_dir: str | None,
+) -> Taxonomy:
+    gateway = Gateway(workspace, settings, run_id=run.id, stage="taxonomy_refine")
+    caller = TableCaller(gateway, PromptLibrary(prompts_dir), base.use_case, limits, retries)
+    labels, changes = await TaxonomyRefiner(caller).refine(base.leaves, feedback, corrections)
+    if len(base.leaves) != len(base.labels):  # two levels: group the revised leaves again
+        labels = await TaxonomyGrouper(caller).group(labels)
+    run.stats |= {"changes": changes, "corrections": [c.__dict__ for c in corrections]}
+    taxonomy = store.save(
+        Taxonomy(
+            labels=labels,
+            parent=base.version,
+            method="refine",
+            use_case=base.use_case,
+            model=settings.model,
+            params={"feedback": feedback, "limits": limits.model_dump(), "corrections": len(corrections)},
+            prompt_hashes=caller.used_prompts,
+            run_id=run.id,
+            note="; ".join(changes)[:1000],
+        )
+    )
+    run.stats["version"] = taxonomy.version
+    return taxonomy
+
+
+def limits_for(base: Taxonomy) -> TaxonomyLimits:
+    """The limits the base was made under, widened so a hand-edited table is not rejected for its size."""
+    limits = TaxonomyLimits(**base.params["limits"]) if "limits" in base.params else TaxonomyLimits()
+    return limits.model_copy(update={"max_labels": max(limits.max_labels, len(base.leaves) + 2)})
+
+
+def human_corrections(workspace: Workspace, version: int | None, max_pairs: int = 30) -> list[Correction]:
+    """Where people's current label differs from the LLM's for the same document, counted per pair."""
+    labels = LabelStore(workspace)
+    llm = labels.current(version, "llm")
+    human = labels.current(version, "human")
+    pairs: Counter[tuple[str, str]] = Counter()
+    example_doc: dict[tuple[str, str], str] = {}
+    for doc_id, row in human.items():
+        model_label = llm.get(doc_id, {}).get("label")
+        if model_label and row["label"] and row["label"] != model_label:
+            pair = (model_label, row["label"])
+            pairs[pair] += 1
+            example_doc.setdefault(pair, doc_id)
+    top = pairs.most_common(max_pairs)
+    texts = {doc.id: doc.text for doc in DocumentStore(workspace).get([example_doc[p] for p, _ in top])}
+    return [Correction(p[0], p[1], n, clip(texts.get(example_doc[p], ""), 200)) for p, n in top]
+
+
+
+# --method cluster
+
+
+class ClusterOptions(BaseModel):
+    """Everything ``tnt taxonomy generate --method cluster`` takes."""
+
+    use_case: str = Field(min_length=1)
+    k: int = Field(20, ge=2, description="Number of k-means clusters.")
+    sample: int | None = Field(None, ge=1, description="Documents drawn from the corpus; None: all.")
+    representatives: int = Field(10, ge=1, description="Members nearest each centre shown to the namer.")
+    seed: int = 0
+    limits: TaxonomyLimits = Field(default_factory=TaxonomyLimits)
+    levels: int = Field(1, ge=1, le=2)
+    max_groups: int | None = Field(None, ge=2)
+    summarize: bool = True
+    min_summary_chars: int = Field(300, ge=0)
+    retries: int = Field(5, ge=0)
+    reference: int | None = Field(None, description="A taxonomy version with people's labels: report AMI against it.")
+    prompts_dir: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class ClusterOutcome:
+    taxonomy: Taxonomy
+    stats: dict[str, Any]
+
+
+def cluster_taxonomy(
+    workspace: Workspace, options: ClusterOptions, settings: LLMSettings, progress: Reporter | None = None
+) -> ClusterOutcome:
+    """Embed, k-means, name the clusters; save the version and each document's cluster label
+    (source ``model``, origin ``cluster:<run>``)."""
+    with workspace.run("taxonomy.cluster", options.model_dump()) as run:
+        taxonomy = asyncio.run(_cluster(workspace, run, options, settings, progress))
+        return ClusterOutcome(taxonomy, run.stats)
+
+
+async def _cluster(
+    workspace: Workspace, run: Run, options: ClusterOptions, settings: LLMSettings, progress: Reporter | None
+) -> Taxonomy:
+    gateway = Gateway(workspace, settings, run_id=run.id, stage="taxonomy_cluster")
+    prompts = PromptLibrary(options.prompts_dir)
+    documents = sample_documents(workspace, options.sample, options.seed)
+    texts = await _summaries(workspace, run, gateway, prompts, options, documents, progress)
+    proposer = _cluster_proposer(gateway, prompts, options)
+    started = time.perf_counter()
+    clusters = proposer.cluster(texts)
+    run.stats["embed_and_kmeans_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    proposal = await proposer.propose(texts, clusters=clusters)
+    run.stats["naming_s"] = round(time.perf_counter() - started, 2)
+    labels = proposal.labels
+    if options.levels == 2:
+        limits = options.limits.model_copy(update={"max_labels": max(options.limits.max_labels, len(labels))})
+        caller = TableCaller(gateway, prompts, options.use_case, limits, options.retries)
+        labels = await TaxonomyGrouper(caller, options.max_groups).group(labels)
+    for name, merged in proposal.named.merged.items():
+        run.record_issue("cluster naming", f"clusters {merged} kept the same name and were merged into {name!r}")
+    run.stats |= {"documents": len(documents), "clusters": options.k, "labels": len(proposal.labels)}
+    if options.reference is not None:
+        run.stats |= _agreement(workspace, options.reference, documents, proposal)
+    taxonomy = TaxonomyStore(workspace).save(
+        Taxonomy(
+            labels=labels,
+            method="cluster",
+            use_case=options.use_case,
+            model=settings.model,
+            params=options.model_dump(exclude={"use_case"}) | {"embedder": DEFAULT_ENCODER, "api_base": settings.api_base},
+            prompt_hashes={"taxonomy_name_cluster": proposer.namer.prompt_hash}
+            | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
+            run_id=run.id,
+            note=f"k-means k={options.k} on {len(documents)} documents",
+        )
+    )
+    LabelStore(workspace).add(
+        LabelRecord(doc.id, "model", label, taxonomy.version, origin=f"cluster:{run.id}", run_id=run.id,
+                    model=f"kmeans/{DEFAULT_ENCODER}")
+        for doc, label in zip(documents, proposal.assignments)
+    )  # fmt: skip
+    run.stats["version"] = taxonomy.version
+    return taxonomy
+
+
+def _cluster_proposer(gateway: Gateway, prompts: PromptLibrary, options: ClusterOptions) -> ClusterProposer:
+    return ClusterProposer(
+        default_embedder(options.device),
+        KMeansClusterer(options.k, options.representatives, options.seed),
+        ClusterNamer(gateway, prompts, options.use_case, options.limits, options.retries),
+    )
+
+
+def _agreement(workspace: Workspace, reference: int, documents: list[TextItem], proposal: ClusterProposal) -> dict[str, Any]:
+    from tnt.taxonomy_evaluate import reference_agreement, reference_labels
+
+    gold = reference_labels(workspace, reference)
+    ids = [doc.id for doc in documents]
+    cluster_ami, _ = reference_agreement(dict(zip(ids, map(str, proposal.clusters.assignments))), gold)
+    label_ami, mapping = reference_agreement(dict(zip(ids, proposal.assignments)), gold)
+    return {"ami_clusters": round(cluster_ami, 4), "ami_labels": round(label_ami, 4), "mapping": mapping}
+
+
+def estimate_cluster(workspace: Workspace, options: ClusterOptions, settings: LLMSettings) -> dict[str, Any]:
+    """Embeds and clusters for real (local, free), then prices the naming calls and summaries."""
+    gateway = Gateway(workspace, settings)
+    prompts = PromptLibrary(options.prompts_dir)
+    documents = sample_documents(workspace, options.sample, options.seed)
+    parts = []
+    if options.summarize:
+        summarizer = Summarizer(gateway, prompts, options.use_case, min_chars=options.min_summary_chars)
+        stored = SummaryStore(workspace).get([d.id for d in documents], summarizer.key)
+        if requests := summarizer.prepared([d for d in documents if d.id not in stored]):
+            parts.append(gateway.estimate(requests, SUMMARY_TOKENS))
+    texts = [d.text for d in documents]
+    proposer = _cluster_proposer(gateway, prompts, options)
+    clusters = proposer.cluster(texts)
+    members = [[texts[i] for i in reps] for reps in clusters.representatives]
+    parts.append(gateway.estimate(proposer.namer.prepared(members), 200))
+    total = add_estimates(parts)
+    total["note"] = "clusters computed on the texts; with summaries the naming prompts are shorter"
+    return total
