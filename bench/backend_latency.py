@@ -122,7 +122,7 @@ def main() -> None:
         rows = list(csv.DictReader(handle))[:: max(1, 10003 // args.documents)][: args.documents]
 
     print(f"backend /predict latency, {args.requests} sequential requests each, {os.cpu_count()} CPUs")
-    print(f"{'source':<22}{'request':<14}{'p50 ms':>9}{'p95 ms':>9}{'p50 / health':>14}")
+    print(f"{'source':<24}{'request':<14}{'p50 ms':>9}{'p95 ms':>9}{'p50 / health':>14}")
     with tempfile.TemporaryDirectory() as tmp:
         for source, with_model in (("cached LLM labels", False), ("distilled embed-linear", True)):
             directory = Path(tmp) / source.split()[0]
@@ -131,13 +131,13 @@ def main() -> None:
             built = time.perf_counter() - started
             with served(directory) as url, httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
                 health = timed(client, "GET", "/health", None, args.requests)
-                print(f"{source:<22}{'GET /health':<14}{np.percentile(health, 50):>9.1f}{np.percentile(health, 95):>9.1f}{1.0:>14.1f}")
+                print(f"{source:<24}{'GET /health':<14}{np.percentile(health, 50):>9.1f}{np.percentile(health, 95):>9.1f}{1.0:>14.1f}")
                 for n_tasks in (1, 20):
                     body = predict_body(config, texts, n_tasks, offset=0)
                     latency = timed(client, "POST", "/predict", body, args.requests)
                     p50, p95 = np.percentile(latency, 50), np.percentile(latency, 95)
                     ratio = p50 / np.percentile(health, 50)
-                    print(f"{source:<22}{f'{n_tasks} task(s)':<14}{p50:>9.1f}{p95:>9.1f}{ratio:>14.1f}")
+                    print(f"{source:<24}{f'{n_tasks} task(s)':<14}{p50:>9.1f}{p95:>9.1f}{ratio:>14.1f}")
             print(f"  (workspace with {len(rows)} documents built in {built:.0f} s)")
 
 

@@ -86,7 +86,9 @@ def main() -> None:
 
     base = results[1]
     mean_chars = sum(len(doc.text) for doc in docs) / len(docs)
-    print(f"{len(docs)} BANKING77 test messages ({mean_chars:.0f} characters on average), 30-label taxonomy + Other,")
+    print(
+        f"{len(docs)} BANKING77 test messages ({mean_chars:.0f} characters on average), 30-label taxonomy + Other,"
+    )
     print(f"tokens counted as {COUNT_AS} (litellm, offline); schema in the system message.\n")
     header = (
         f"{'layout':<10}{'requests':>9}{'prompt tok/doc':>16}{'vs single':>11}{'prefix tok':>12}{'cacheable':>11}"

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tnt.review import Candidate, choose_for_review, margins
+from tnt.cli.review import parse_mix
+from tnt.review import Candidate, choose_for_review, cluster_least_confident, margins
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
 CACHE = Path(os.environ.get("TNT_CACHE_DIR", Path.home() / ".cache" / "tnt")) / "bench"
@@ -54,30 +55,46 @@ def embed(texts: list[str]) -> np.ndarray:
     return vectors
 
 
-def train_head(x: np.ndarray, y: np.ndarray):
-    from sklearn.linear_model import LogisticRegression
+class Tagger:
+    """The embed-linear head of ``tnt train`` (``tnt.distill.LinearHead``) over frozen embeddings."""
 
-    return LogisticRegression(C=10, max_iter=1000).fit(x, y)
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        from tnt.distill import LinearHead
+
+        self.classes_, index = np.unique(y, return_inverse=True)
+        self.head = LinearHead("single", C=10.0).fit(x, index, np.ones(len(y)))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        from tnt.distill import softmax
+
+        return softmax(self.head.scores(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[self.head.scores(x).argmax(axis=1)]
 
 
-def tnt_choice(model, x_pool: np.ndarray, unreviewed: np.ndarray, n: int, seed: int) -> np.ndarray:
+def tnt_choice(model: Tagger, x_pool: np.ndarray, unreviewed: np.ndarray, n: int, seed: int, mix: dict[str, float] | None) -> np.ndarray:
+    """What ``tnt review sample`` does with a classifier (no LLM labels in this simulation)."""
     scored = margins(model.predict_proba(x_pool[unreviewed]), list(model.classes_))
     candidates = [Candidate(str(i), **s) for i, s in zip(unreviewed, scored)]
-    return np.array([int(pick.doc_id) for pick in choose_for_review(candidates, n, seed=seed)])
+    candidates = cluster_least_confident(candidates, lambda ids: x_pool[[int(i) for i in ids]], n, seed=seed)
+    return np.array([int(pick.doc_id) for pick in choose_for_review(candidates, n, mix, seed=seed)])
 
 
 def random_choice(unreviewed: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(unreviewed, size=min(n, len(unreviewed)), replace=False)
 
 
-def run_arm(arm: str, data: dict[str, np.ndarray], max_reviewed: int, seed: int) -> dict[float, int | None]:
+def run_arm(
+    arm: str, data: dict[str, np.ndarray], max_reviewed: int, seed: int, mix: dict[str, float] | None = None
+) -> dict[float, int | None]:
     rng = np.random.default_rng(seed)
     n_pool = len(data["y_pool"])
     reviewed = rng.choice(n_pool, size=SEED_DOCS, replace=False)
     reached: dict[float, int | None] = {target: None for target in TARGETS}
     round_number = 0
     while True:
-        model = train_head(data["x_pool"][reviewed], data["y_pool"][reviewed])
+        model = Tagger(data["x_pool"][reviewed], data["y_pool"][reviewed])
         accuracy = float((model.predict(data["x_test"]) == data["y_test"]).mean())
         for target in TARGETS:
             if reached[target] is None and accuracy >= target:
@@ -87,7 +104,7 @@ def run_arm(arm: str, data: dict[str, np.ndarray], max_reviewed: int, seed: int)
             return reached
         unreviewed = np.setdiff1d(np.arange(n_pool), reviewed)
         if arm == "tnt":
-            chosen = tnt_choice(model, data["x_pool"], unreviewed, ROUND, seed * 1000 + round_number)
+            chosen = tnt_choice(model, data["x_pool"], unreviewed, ROUND, seed * 1000 + round_number, mix)
         else:
             chosen = random_choice(unreviewed, ROUND, rng)
         reviewed = np.concatenate([reviewed, chosen])
@@ -98,7 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-reviewed", type=int, default=4000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--mix", default=None, help="tnt review sample's --mix (default: its default mix)")
     args = parser.parse_args()
+    mix = parse_mix(args.mix) if args.mix else None
 
     started = time.perf_counter()
     pool_texts, y_pool = read_split("train")
@@ -106,7 +125,7 @@ def main() -> None:
     data = {"x_pool": embed(pool_texts), "y_pool": y_pool, "x_test": embed(test_texts), "y_test": y_test}
     print(f"embedded {len(pool_texts)} pool + {len(test_texts)} test texts in {time.perf_counter() - started:.0f} s")
 
-    results = {arm: [run_arm(arm, data, args.max_reviewed, seed) for seed in args.seeds] for arm in ("random", "tnt")}
+    results = {arm: [run_arm(arm, data, args.max_reviewed, seed, mix) for seed in args.seeds] for arm in ("random", "tnt")}
     print("\nDocuments reviewed until test accuracy first reaches the target "
           f"(seed {SEED_DOCS} random + rounds of {ROUND}; mean over seeds {args.seeds}):")
     print(f"{'target':>8} {'random':>8} {'tnt':>8} {'tnt/random':>11}")

@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -54,6 +55,7 @@ log = logging.getLogger("label_studio_backend")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
+DELETE_ACTIONS = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}  # Label Studio 1.23 sends the plural
 
 
 @dataclass
@@ -189,30 +191,32 @@ class Backend:
             link = self.link(_require_project(body))
             started = self.retrainer.request(link.taxonomy_version)
             return {"status": "training started" if started else "training queued"}
-        if body.action == "ANNOTATIONS_DELETED":
+        if body.action in DELETE_ACTIONS:
             project = _require_project(body)
-            ids = [_annotation_id(item) for item in _as_list(payload.get("annotations"), "annotations")]
-            retracted = sum(retract_annotation(project, annotation_id, self.workspace()) for annotation_id in ids)
+            deleted = payload.get("annotations", payload.get("annotation"))
+            ids = [_annotation_id(item) for item in _as_list(deleted, "annotations")]
+            retracted = sum(retract_annotation(self.workspace(), project, annotation_id) for annotation_id in ids)
             return {"status": "ok", "retracted": retracted}
         if body.action in ANNOTATION_ACTIONS:
             return self._store_annotations(self.link(_require_project(body)), payload)
         return {"status": "ignored", "action": body.action}
 
     def _store_annotations(self, link: ProjectLink, payload: dict[str, Any]) -> dict[str, Any]:
-        annotations = _as_list(payload.get("annotation"), "annotation")
         tasks = {task.get("id"): task for task in _as_list(payload.get("task"), "task")}
-        outcomes: dict[str, int] = {}
-        for annotation in annotations:
-            annotation_id = _annotation_id(annotation)
-            task = tasks.get(annotation.get("task")) or (next(iter(tasks.values())) if len(tasks) == 1 else None)
-            doc_id = task_doc_id(task) if task else None
-            if doc_id is None:
-                raise BadRequest(f"annotation {annotation_id}: its task carries no tnt document id (data.tnt_doc_id)")
-            outcome = store_annotation(self.workspace(), link, doc_id, annotation)
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        new = outcomes.get("added", 0) + outcomes.get("updated", 0)
-        training = self.retrainer.labels_added(link.taxonomy_version, new)
+        found = [(annotation, _doc_of(annotation, tasks)) for annotation in _as_list(payload.get("annotation"), "annotation")]
+        outcomes = Counter(store_annotation(self.workspace(), link, doc_id, annotation) for annotation, doc_id in found)
+        training = self.retrainer.labels_added(link.taxonomy_version, outcomes["added"] + outcomes["updated"])
         return {"status": "ok", **outcomes, "training_started": training}
+
+
+def _doc_of(annotation: dict[str, Any], tasks: dict[Any, dict[str, Any]]) -> str:
+    """The tnt document an annotation is about (checked for every annotation before any is stored)."""
+    annotation_id = _annotation_id(annotation)
+    task = tasks.get(annotation.get("task")) or (next(iter(tasks.values())) if len(tasks) == 1 else None)
+    doc_id = task_doc_id(task) if task else None
+    if doc_id is None:
+        raise BadRequest(f"annotation {annotation_id}: its task carries no tnt document id (data.tnt_doc_id)")
+    return doc_id
 
 
 def _require_project(body: WebhookBody) -> int:

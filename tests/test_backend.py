@@ -15,10 +15,21 @@ import pytest
 from starlette.testclient import TestClient
 
 from label_studio_backend import BackendSettings, create_app
-from tests.ls_server import BackendThread, banking_workspace, free_port, oracle, store_llm_labels
+from tests.ls_server import (
+    BackendThread,
+    banking_workspace,
+    free_port,
+    oracle,
+    store_llm_labels,
+)
 from tnt import distill
 from tnt.label import LabelStore
-from tnt.labelstudio import WEBHOOK_SECRET_HEADER, ProjectLink, ProjectLinks, label_config
+from tnt.labelstudio import (
+    WEBHOOK_SECRET_HEADER,
+    ProjectLink,
+    ProjectLinks,
+    label_config,
+)
 from tnt.llm import LLMSettings
 from tnt.taxonomy import TaxonomyStore
 
@@ -184,6 +195,26 @@ def test_predict_labels_uncached_documents_through_the_llm(workspace, corpus, ll
     assert server.count == 5  # and now they are cached
 
 
+@pytest.mark.slow
+def test_concurrent_requests_for_the_same_unlabeled_documents_pay_the_llm_once(workspace, corpus, llm_server):
+    taxonomy, gold, texts = corpus
+    server = llm_server(oracle({texts[d]: gold[d] for d in gold}), latency_s=0.2)
+    llm = LLMSettings(model="openai/scripted", api_base=server.url, api_key="sk-test", backoff_base_s=0.01)
+    uncached = list(gold)[-5:]
+
+    async def fire(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, headers=basic(), timeout=60) as client:
+            body = predict_body(taxonomy, uncached, texts)
+            return await asyncio.gather(*(client.post("/predict", json=body) for _ in range(10)))
+
+    with BackendThread(create_app(BackendSettings(workspace.directory, USER, PASSWORD, SECRET, llm=llm))) as backend:
+        responses = asyncio.run(fire(backend.url))
+    assert [r.status_code for r in responses] == [200] * 10
+    assert all([x["result"][0]["value"]["choices"][0] for x in r.json()["results"]] == [gold[d] for d in uncached]
+               for r in responses)  # fmt: skip
+    assert server.count == 5
+
+
 def test_a_task_without_a_label_gets_an_empty_result_that_label_studio_will_ask_for_again(workspace, corpus):
     taxonomy, _, texts = corpus
     body = predict_body(taxonomy, ["d000"], texts)
@@ -207,8 +238,11 @@ def test_a_two_level_taxonomy_gets_taxonomy_paths(workspace, tmp_path):
 
 
 @pytest.mark.slow
-def test_fifty_concurrent_predicts_all_succeed(workspace, corpus):
+@pytest.mark.parametrize("source", ["cached LLM labels", "distilled model"])
+def test_fifty_concurrent_predicts_all_succeed(workspace, corpus, source):
     taxonomy, _, texts = corpus
+    if source == "distilled model":
+        model = distill.train(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
     settings = BackendSettings(workspace.directory, USER, PASSWORD, SECRET)
     doc_ids = list(texts)[:20]
 
@@ -221,6 +255,8 @@ def test_fifty_concurrent_predicts_all_succeed(workspace, corpus):
         responses = asyncio.run(fire(backend.url))
     assert [r.status_code for r in responses] == [200] * 50
     assert [len(r.json()["results"]) for r in responses] == [1 + i % 20 for i in range(50)]
+    expected = f"tnt-v{taxonomy.version}/" + (model.id if source == "distilled model" else "llm/local/smollm2")
+    assert {r.json()["model_version"] for r in responses} == {expected}
 
 
 def test_webhook_stores_updates_and_retracts_human_labels_at_once(workspace, corpus):
@@ -245,6 +281,11 @@ def test_webhook_stores_updates_and_retracts_human_labels_at_once(workspace, cor
     send(annotation_payload("ANNOTATION_CREATED", 2, "d001", first))
     assert send(annotation_payload("ANNOTATION_UPDATED", 2, "d001", first, cancelled=True))["retracted"] == 1
     assert "d001" not in human()
+    # Bulk creation (Label Studio's import of annotations) sends lists.
+    bulk = [annotation_payload("ANNOTATIONS_CREATED", i, d, first) for i, d in ((5, "d005"), (6, "d006"))]
+    reply = send({"action": "ANNOTATIONS_CREATED", "annotation": [b["annotation"] for b in bulk],
+                  "task": [b["task"] for b in bulk], "project": {"id": PROJECT}})  # fmt: skip
+    assert reply["added"] == 2 and {"d005", "d006"} <= set(human())
     assert send({"action": "PROJECT_UPDATED", "project": {"id": PROJECT}}) == {"status": "ignored", "action": "PROJECT_UPDATED"}
 
 

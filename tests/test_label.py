@@ -31,7 +31,9 @@ def banking_rows(count: int) -> list[tuple[str, str]]:
     return rows[:: len(rows) // count][:count]
 
 
-def setup_corpus(workspace: Workspace, tmp_path: Path, count: int, n_labels: int = 30) -> tuple[Taxonomy, dict[str, str]]:
+def setup_corpus(
+    workspace: Workspace, tmp_path: Path, count: int, n_labels: int = 30
+) -> tuple[Taxonomy, dict[str, str]]:
     """``count`` documents and a taxonomy of the first ``n_labels`` categories; returns the taxonomy
     and each text's correct answer (Other for the categories left out)."""
     rows = banking_rows(count)
@@ -41,7 +43,10 @@ def setup_corpus(workspace: Workspace, tmp_path: Path, count: int, n_labels: int
     categories = list(dict.fromkeys(category for _, category in rows))[:n_labels]
     taxonomy = TaxonomyStore(workspace).save(
         Taxonomy(
-            labels=[TaxonomyLabel(name=c, description=f"The customer asks about {c.replace('_', ' ')}.") for c in categories],
+            labels=[
+                TaxonomyLabel(name=c, description=f"The customer asks about {c.replace('_', ' ')}.")
+                for c in categories
+            ],
             use_case="customer intent in banking support chats",
         )
     )
@@ -57,14 +62,21 @@ def is_repair(body: dict) -> bool:
     return len(body["messages"]) > 2
 
 
-def answer(text: str, label: str) -> dict:
+def answer(label: str) -> dict:
     return {"label": label, "explanation": f"It is about {label}.", "confidence": 0.75}
 
 
 class Oracle:
     """Answers with each document's correct label, except where told to misbehave."""
 
-    def __init__(self, truth: dict[str, str], always_wrong=(), wrong_first=(), wrong_shape_first=(), omit_from_batches=()):
+    def __init__(
+        self,
+        truth: dict[str, str],
+        always_wrong=(),
+        wrong_first=(),
+        wrong_shape_first=(),
+        omit_from_batches=(),
+    ):
         self.truth = truth
         self.always_wrong = set(always_wrong)
         self.wrong_first = set(wrong_first)
@@ -82,9 +94,9 @@ class Oracle:
             text = texts[0]
             if text in self.wrong_shape_first and not is_repair(body):
                 return json.dumps({"category": self.truth[text]})
-            return json.dumps(answer(text, self.label_for(text, body)))
+            return json.dumps(answer(self.label_for(text, body)))
         results = [
-            {"id": number, **answer(text, self.label_for(text, body))}
+            {"id": number, **answer(self.label_for(text, body))}
             for number, text in enumerate(texts, start=1)
             if text not in self.omit_from_batches
         ]
@@ -97,10 +109,10 @@ def corpus(workspace: Workspace) -> list[Document]:
 
 
 def settings_for(server, **overrides) -> LLMSettings:
-    values = dict(
-        model="openai/scripted", api_base=server.url, api_key="sk-test", timeout_s=0.5,
-        backoff_base_s=0.01, backoff_max_s=0.05, max_retries=8, max_concurrency=8,
-    )
+    values = {
+        "model": "openai/scripted", "api_base": server.url, "api_key": "sk-test", "timeout_s": 0.5,
+        "backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_retries": 8, "max_concurrency": 8,
+    }  # fmt: skip
     return LLMSettings(**(values | overrides))
 
 
@@ -126,7 +138,10 @@ def test_static_prompt_is_byte_identical_and_the_document_comes_last(workspace, 
     taxonomy, _ = setup_corpus(workspace, tmp_path, 40)
     labeler = Labeler(taxonomy, PromptLibrary())
     docs = corpus(workspace)[:3]
-    requests = [labeler.request([doc]) for doc in docs] + [labeler.request(docs[:2]), labeler.request(docs[1:])]
+    requests = [labeler.request([doc]) for doc in docs] + [
+        labeler.request(docs[:2]),
+        labeler.request(docs[1:]),
+    ]
     for schema_mode in ("json_schema", "prompt"):
         gateway = Gateway(workspace, LLMSettings(model="openai/x", structured_output=schema_mode))
         sent = [gateway.prepare(r.messages, r.schema, max_tokens=r.max_tokens)[0] for r in requests]
@@ -138,7 +153,9 @@ def test_static_prompt_is_byte_identical_and_the_document_comes_last(workspace, 
         assert all(name in singles[0][0]["content"] for name in label_choices(taxonomy))
 
 
-def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_nothing(workspace, tmp_path, llm_server):
+def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_nothing(
+    workspace, tmp_path, llm_server
+):
     taxonomy, truth = setup_corpus(workspace, tmp_path, 60)
     texts = list(truth)
     oracle = Oracle(truth, always_wrong=texts[0:4], wrong_first=texts[4:10], wrong_shape_first=texts[10:16])
@@ -150,7 +167,10 @@ def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_not
 
     rows = rows_of_run(workspace, result.run_id)
     labeled = {row["doc_id"]: row for row in rows}
-    issues = {issue["place"].removeprefix("document "): issue["message"] for issue in workspace.run_issues(result.run_id)}
+    issues = {
+        issue["place"].removeprefix("document "): issue["message"]
+        for issue in workspace.run_issues(result.run_id)
+    }
     assert sum(server.faults.values()) > 10
     assert len(rows) == len(labeled) == result.labeled  # one row per document per run
     assert set(labeled) | set(issues) == set(ids) and not set(labeled) & set(issues)
@@ -158,12 +178,18 @@ def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_not
     # never valid: recorded with the reason; others fail only where a fault hit their repair round too
     assert {id_of[text] for text in texts[0:4]} <= set(issues) and len(issues) <= 10
     assert all(reason.startswith("invalid answer after one repair round") for reason in issues.values())
-    why = [f"{NOT_A_LABEL!r} is not a label of the taxonomy", "Field required", "Invalid JSON"]  # the last two: faults
+    why = [
+        f"{NOT_A_LABEL!r} is not a label of the taxonomy",
+        "Field required",
+        "Invalid JSON",
+    ]  # the last two: faults
     assert all(any(reason in issues[id_of[text]] for reason in why) for text in texts[0:4])
     assert any(why[0] in issues[id_of[text]] for text in texts[0:4])
     assert all(row["label"] == truth[text] for text in texts if (row := labeled.get(id_of[text])))
     assert {row["label"] for row in rows} <= set(label_choices(taxonomy))
-    assert {(r["model"], r["taxonomy_version"], r["source"]) for r in rows} == {("openai/scripted", taxonomy.version, "llm")}
+    assert {(r["model"], r["taxonomy_version"], r["source"]) for r in rows} == {
+        ("openai/scripted", taxonomy.version, "llm")
+    }
     assert {r["prompt_hash"] for r in rows} == {PromptLibrary().get("label").hash}
 
     answered, attempts = server.count, server.http_requests
@@ -174,7 +200,9 @@ def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_not
     assert rows_of_run(workspace, again.run_id) == []
 
 
-def test_batched_answers_are_checked_per_document_and_left_out_ones_labeled_alone(workspace, tmp_path, llm_server):
+def test_batched_answers_are_checked_per_document_and_left_out_ones_labeled_alone(
+    workspace, tmp_path, llm_server
+):
     taxonomy, truth = setup_corpus(workspace, tmp_path, 40)
     texts = list(truth)
     left_out = texts[3::8]  # one per batch of 8
@@ -210,10 +238,12 @@ def test_multi_label_keeps_further_labels_from_the_taxonomy_only(workspace, tmp_
     def respond(body: dict) -> str:
         label = truth[documents_in(body)[0]]
         extra = [NOT_A_LABEL] if label == names[1] and not is_repair(body) else [names[0], label, names[0]]
-        return json.dumps({**answer("", label), "extra_labels": extra})
+        return json.dumps({**answer(label), "extra_labels": extra})
 
     server = llm_server(respond)
-    result = label_documents(workspace, taxonomy.version, select_documents(workspace), settings_for(server), multi=True)
+    result = label_documents(
+        workspace, taxonomy.version, select_documents(workspace), settings_for(server), multi=True
+    )
 
     rows = {r["doc_id"]: r for r in LabelStore(workspace).current(taxonomy.version, "llm").values()}
     assert (result.labeled, sum(map(is_repair, server.requests))) == (40, Counter(truth.values())[names[1]])

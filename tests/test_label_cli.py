@@ -35,12 +35,23 @@ def test_label_needs_an_explicit_choice_of_documents(workspace, tmp_path):
 def test_dry_run_estimates_and_sends_nothing_then_the_run_labels(workspace, tmp_path, llm_server):
     _, truth = setup_corpus(workspace, tmp_path, 20)
     server = llm_server(Oracle(truth))
-    common = ["label", "-w", str(workspace.directory), "--sample", "12", "--batch-size", "4", *llm_options(server)]
+    common = [
+        "label",
+        "-w",
+        str(workspace.directory),
+        "--sample",
+        "12",
+        "--batch-size",
+        "4",
+        *llm_options(server),
+    ]
 
     estimate = invoke(*common, "--dry-run")
     assert estimate.exit_code == 0, estimate.output
     assert "nothing was sent" in estimate.output and server.count == 0
-    assert row(estimate.output, "documents selected") == "12" and row(estimate.output, "requests to send") == "3"
+    assert (
+        row(estimate.output, "documents selected") == "12" and row(estimate.output, "requests to send") == "3"
+    )
 
     labeled = invoke(*common)
     assert labeled.exit_code == 0, labeled.output
@@ -61,7 +72,11 @@ def test_unknown_prompt_or_taxonomy_is_a_clean_error(workspace, tmp_path, llm_se
 
 def test_score_quality_prints_the_method_of_each_score(workspace, tmp_path, llm_server):
     setup_corpus(workspace, tmp_path, 6)
-    server = llm_server(lambda body: Reply("no", top_logprobs=[{"token": "no", "logprob": -0.1}, {"token": "yes", "logprob": -2.4}]))
+    server = llm_server(
+        lambda body: Reply(
+            "no", top_logprobs=[{"token": "no", "logprob": -0.1}, {"token": "yes", "logprob": -2.4}]
+        )
+    )
 
     result = invoke("score", "quality", "-w", str(workspace.directory), "--all", *llm_options(server))
 

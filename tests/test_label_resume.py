@@ -12,9 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.llm_server import Reply
 from tests.test_label import Oracle, settings_for, setup_corpus
+from tnt.cli import app
 from tnt.label import LabelStore
 from tnt.labeler import label_documents, select_documents
 from tnt.workspace import Workspace
@@ -52,12 +54,16 @@ class Gate:
         self.released.set()
 
 
-def tnt_label(workspace: Path, server, batch_size: int, log: Path) -> subprocess.Popen:
-    command = [
-        sys.executable, "-c", "from tnt.cli import main; main()", "label", "--workspace", str(workspace), "--all",
+def label_args(workspace: Path, server, batch_size: int) -> list[str]:
+    return [
+        "label", "--workspace", str(workspace), "--all",
         "--model", "openai/scripted", "--api-base", server.url, "--api-key", "sk-test",
         "--concurrency", str(CONCURRENCY), "--batch-size", str(batch_size),
     ]  # fmt: skip
+
+
+def tnt_label_process(args: list[str], log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from tnt.cli import main; main()", *args]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -71,7 +77,9 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
 
 def final_labels(workspace: Workspace, version: int) -> dict[str, tuple]:
     current = LabelStore(workspace).current(version, "llm")
-    return {doc: (r["label"], r["explanation"], r["confidence"], r["prompt_hash"]) for doc, r in current.items()}
+    return {
+        doc: (r["label"], r["explanation"], r["confidence"], r["prompt_hash"]) for doc, r in current.items()
+    }
 
 
 @pytest.mark.slow
@@ -83,7 +91,8 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path, llm_server, 
         gate = Gate(Oracle(truth), open_for=12 // batch_size + 1)
         server = llm_server(gate, latency_s=0.05)
 
-        first = tnt_label(killed.directory, server, batch_size, tmp_path / "first.log")
+        args = label_args(killed.directory, server, batch_size)
+        first = tnt_label_process(args, tmp_path / "first.log")
         try:
             wait_for(lambda: gate.held >= CONCURRENCY or first.poll() is not None, 90, "requests to be held")
         finally:
@@ -94,11 +103,15 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path, llm_server, 
         labeled_before_kill = LabelStore(killed).count(taxonomy.version, "llm")
         assert 0 < labeled_before_kill < 40
 
-        second = tnt_label(killed.directory, server, batch_size, tmp_path / "second.log")
-        assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()
+        # the same command again (in this process: a fresh gateway and event loop, all state from the workspace)
+        second = CliRunner().invoke(app, args)
+        assert second.exit_code == 0, second.output
+        assert f"{labeled_before_kill} already done" in second.output
 
         baseline = llm_server(Oracle(truth))
-        label_documents(whole, taxonomy.version, select_documents(whole), settings_for(baseline), batch_size=batch_size)
+        label_documents(
+            whole, taxonomy.version, select_documents(whole), settings_for(baseline), batch_size=batch_size
+        )
 
         assert final_labels(killed, taxonomy.version) == final_labels(whole, taxonomy.version)
         assert len(final_labels(killed, taxonomy.version)) == 40

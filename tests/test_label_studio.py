@@ -125,6 +125,8 @@ def test_ls_commands(workspace, tmp_path, monkeypatch):
     out = tmp_path / "config.xml"
     assert runner.invoke(app, ["ls", "config", *w, "--out", str(out)]).exit_code == 0
     assert LabelInterface(out.read_text()).get_control("label").tag == "Choices"
+    ids = tmp_path / "ids.txt"
+    ids.write_text("d000\n")
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     pulled = runner.invoke(app, ["ls", "pull", *w, "--project", "1"])
     assert pulled.exit_code == 1 and "set LABEL_STUDIO_API_KEY in the environment" in pulled.output
@@ -132,6 +134,8 @@ def test_ls_commands(workspace, tmp_path, monkeypatch):
     monkeypatch.delenv("TNT_BACKEND_PASSWORD", raising=False)
     connected = runner.invoke(app, ["ls", "connect", *w, "--project", "1", "--backend-url", "http://127.0.0.1:1"])
     assert connected.exit_code == 1 and "set TNT_BACKEND_PASSWORD" in connected.output
-    unreachable = runner.invoke(app, ["ls", "pull", *w, "--project", "1", "--url", "http://127.0.0.1:1"])
-    assert unreachable.exit_code == 1 and "not linked" in unreachable.output
-    assert "not-a-real-key" not in unreachable.output
+    unlinked = runner.invoke(app, ["ls", "pull", *w, "--project", "1", "--url", "http://127.0.0.1:1"])
+    assert unlinked.exit_code == 1 and "not linked" in unlinked.output
+    unreachable = runner.invoke(app, ["ls", "push", *w, "--url", "http://127.0.0.1:1", "--ids", str(ids)])
+    assert unreachable.exit_code == 1 and "cannot reach Label Studio at http://127.0.0.1:1" in unreachable.output
+    assert "not-a-real-key" not in unlinked.output + unreachable.output

@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+from typer.testing import CliRunner
 
 from label_studio_backend import BackendSettings, create_app
 from tests.ls_server import (
@@ -22,9 +23,17 @@ from tests.ls_server import (
     oracle,
 )
 from tnt import distill
+from tnt.cli import app
 from tnt.label import LabelStore
 from tnt.labeler import label_documents
-from tnt.labelstudio import WEBHOOK_SECRET_HEADER, client, connect, label_config, pull, push
+from tnt.labelstudio import (
+    WEBHOOK_SECRET_HEADER,
+    client,
+    connect,
+    label_config,
+    pull,
+    push,
+)
 from tnt.llm import LLMSettings
 from tnt.review import agreement, sample_for_review
 
@@ -119,8 +128,10 @@ def test_review_loop_through_a_real_label_studio(label_studio, workspace, tmp_pa
             ls.annotations.create(id=task.id, result=choices(second))
 
         pulled = pull(workspace, ls, project.id)
-        assert (pulled.added, pulled.updated, pulled.retracted) == (0, 0, 0)
-        assert pulled.unchanged == 11 + 3
+        assert (pulled.added, pulled.updated, pulled.retracted, pulled.unchanged) == (0, 0, 0, 11 + 3)
+        command = ["ls", "pull", "-w", str(workspace.directory), "--project", str(project.id), "--url", label_studio.url]
+        shown = CliRunner().invoke(app, command, env={"LABEL_STUDIO_API_KEY": label_studio.api_key})
+        assert shown.exit_code == 0 and "0 label(s) added, 0 updated, 0 retracted, 14 unchanged" in shown.output
 
         report = agreement(workspace, version)
         shared = [d for d in LabelStore(workspace).current(version, "human") if d in llm_labels]

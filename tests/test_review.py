@@ -20,6 +20,7 @@ from tnt.review import (
     ReviewSamples,
     agreement,
     choose_for_review,
+    cluster_least_confident,
     compare_labels,
     margins,
     sample_for_review,
@@ -52,6 +53,17 @@ def test_least_confident_takes_the_smallest_margins_in_turns_across_predicted_la
     picks = choose_for_review(pool, 4, {"least_confident": 1})
     assert [p.doc_id for p in picks] == ["a0", "b0", "a1", "b1"]
     assert picks[1].detail == {"model_label": "b", "model_margin": 0.5}
+
+
+def test_least_confident_spreads_over_clusters_of_similar_texts():
+    pool = [Candidate(f"a{i}", model_label="x", model_margin=0.01 * i) for i in range(10)]
+    pool += [Candidate(f"b{i}", model_label="x", model_margin=0.1 + 0.01 * i) for i in range(10)]
+    features = {c.doc_id: [0.0, 0.0] if c.doc_id[0] == "a" else [10.0, 10.0] for c in pool}
+    clustered = cluster_least_confident(pool, lambda ids: np.array([features[i] for i in ids]), 2)
+    picks = choose_for_review(clustered, 2, {"least_confident": 1})
+    assert [p.doc_id for p in picks] == ["a0", "b0"]  # margin order alone would take a0, a1
+    assert picks[0].detail["cluster"] != picks[1].detail["cluster"]
+    assert cluster_least_confident(pool[:2], lambda ids: np.zeros((len(ids), 2)), 2) == pool[:2]
 
 
 def test_stratified_reaches_every_label_rare_ones_first():

@@ -126,8 +126,10 @@ def test_sigkill_mid_run_then_restart_equals_an_uninterrupted_run(model_dir, ban
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ray_engine_gives_the_same_labels_as_the_local_engine(model_dir, banking77, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
+
     texts = [t for t, _ in banking77["test"][:400]]
     write_jsonl(tmp_path / "a.jsonl", texts[:200])
     pq.write_table(pa.table({"id": [f"doc-{i}" for i in range(200, 400)], "text": texts[200:]}), tmp_path / "b.parquet")
@@ -137,7 +139,7 @@ def test_ray_engine_gives_the_same_labels_as_the_local_engine(model_dir, banking
     tag_files(TextModel.load(model_dir), inputs, tmp_path / "local", id_field="id")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        summary = tag_files_ray(model_dir, inputs, tmp_path / "ray", id_field="id", batch_docs=64, actors=2)
+        summary = tag_files_ray(model_dir, inputs, tmp_path / "ray", id_field="id", batch_docs=64, actors=2, cpus_per_actor=0.5)
     finally:
         ray.shutdown()
     assert summary.documents == 400

@@ -156,3 +156,22 @@ def test_guardrails_name_each_problem():
         "label name 'A very long label name indeed' has more than 5 words",
         "label 'A very long label name indeed' has an empty description",
     ]
+
+
+def test_a_workspace_from_before_summaries_gains_the_table_on_open(tmp_path: Path):
+    from tnt.summarize import Summary, SummaryStore
+    from tnt.workspace import Workspace
+
+    with Workspace.create(tmp_path / "old") as ws:
+        TaxonomyStore(ws).save(two_level())
+        ws.db["summaries"].drop()  # as it was before the migration shipped
+        ws.db.execute("delete from _sqlite_migrations where name = 'summarize_001_summaries'")
+        ws.db.conn.commit()
+        assert "summaries" not in ws.db.table_names()
+
+    with Workspace.open(tmp_path / "old") as ws:
+        assert TaxonomyStore(ws).get().names == two_level().names
+        store = SummaryStore(ws)
+        store.save([Summary("d1", "a summary")], key="k", use_case="u", model="m", prompt_hash="p", run_id=None)
+        store.save([Summary("d1", "again")], key="k", use_case="u", model="m", prompt_hash="p", run_id=None)
+        assert store.get(["d1"], "k")["d1"].summary == "a summary"  # one summary per document and key

@@ -11,8 +11,13 @@ from tnt.corpus import ingest
 from tnt.label import LabelStore
 from tnt.llm import LLMSettings
 from tnt.taxonomy import TaxonomyStore
-from tnt.taxonomy_pipeline import ClusterOptions, GenerateOptions, cluster_taxonomy, generate_taxonomy
 from tnt.taxonomy_generate import ProposerSettings
+from tnt.taxonomy_pipeline import (
+    ClusterOptions,
+    GenerateOptions,
+    cluster_taxonomy,
+    generate_taxonomy,
+)
 
 INTENTS = ("card_arrival", "exchange_rate", "top_up_failed")
 NAMES = {"card": "Card delivery", "exchange": "Exchange rates", "top": "Failed top-ups"}

@@ -130,7 +130,7 @@ def test_generate_update_review_loop_keeps_the_best_candidate_on_held_out_docume
 
 
 def test_summaries_are_stored_reused_and_skipped_for_short_texts(workspace, tmp_path, llm_server):
-    long_texts = [f"Long complaint {i}: " + "my card payment was declined at the shop again " * 8 for i in range(4)]
+    long_texts = [f"Long complaint {i}: " + "my card payment was declined at the shop again " * 12 for i in range(4)]
     add_documents(workspace, tmp_path, long_texts + ["short one", "short two"])
 
     def responder(body):
@@ -299,7 +299,7 @@ def test_two_levels_group_labels_under_parents_and_retry_a_bad_grouping(workspac
 
 
 def test_dry_run_estimates_without_sending_anything(workspace, tmp_path, llm_server):
-    add_documents(workspace, tmp_path, ["long text " * 40 + str(i) for i in range(6)] + ["short"])
+    add_documents(workspace, tmp_path, ["long text " * 60 + str(i) for i in range(6)] + ["short"])
     server = llm_server(simple_responder)
     result = runner.invoke(app, ["taxonomy", "generate", "-w", str(workspace.directory), "--use-case", USE_CASE,
                                  "--model", "gpt-4o-mini", "--batch-size", "3", "--epochs", "2", "--dry-run"])  # fmt: skip
@@ -353,3 +353,9 @@ def test_evaluate_coverage_accuracy_relevance_and_agreement_with_reference(works
     report = Path(workspace.get_run(workspace.last_run("taxonomy.evaluate")["id"])["stats"]["report"])
     assert json.loads(report.read_text())["coverage"] == pytest.approx(5 / 6)
     assert "Other" not in TaxonomyStore(workspace).get(taxonomy.version).names  # offered only while evaluating
+    before = server.count
+    ws = ["-w", str(workspace.directory), "--model", "openai/scripted", "--api-base", server.url, "--api-key", "test"]
+    cli = runner.invoke(app, ["taxonomy", "evaluate", *ws, "--version", str(taxonomy.version), "--reference", str(reference)])
+    assert cli.exit_code == 0, cli.output
+    assert re.search(r"│\s+6\s+│\s+0\.833\s+│\s+0\.800\s+│\s+0\.600\s+│\s+1\.000\s+│\s+0\s+│", cli.output), cli.output
+    assert server.count == before  # the same judgements again: all from the cache

@@ -22,7 +22,7 @@ from tnt.llm import Gateway, LLMFailure
 from tnt.prompts import PromptLibrary
 from tnt.summarize import clip
 from tnt.taxonomy import TaxonomyLabel, TaxonomyLimits, guardrail_problems
-from tnt.taxonomy_generate import GuardrailFailure, limited
+from tnt.taxonomy_generate import GuardrailFailure, limited, table_max_tokens
 
 PROMPT = "taxonomy_name_cluster"
 
@@ -130,7 +130,8 @@ class ClusterNamer:
 
     def prepared(self, members_per_cluster: Sequence[Sequence[str]]) -> list[tuple[list[dict[str, str]], dict]]:
         schema = limited(ClusterName, self.limits)
-        return [self.gateway.prepare(self.messages(m), schema, max_tokens=200) for m in members_per_cluster]
+        max_tokens = table_max_tokens(self.limits, rows=1)
+        return [self.gateway.prepare(self.messages(m), schema, max_tokens=max_tokens) for m in members_per_cluster]
 
     async def name(self, members_per_cluster: Sequence[Sequence[str]], sizes: Sequence[int]) -> NamedClusters:
         names: list[ClusterName | None] = [None] * len(members_per_cluster)
@@ -160,7 +161,7 @@ class ClusterNamer:
                 self.messages(members, taken),
                 limited(ClusterName, self.limits),
                 temperature=self.temperature + attempt * self.temperature_step,
-                max_tokens=200,
+                max_tokens=table_max_tokens(self.limits, rows=1),
                 stage=PROMPT,
             )
         except LLMFailure as exc:

@@ -40,6 +40,7 @@ TASKS = ("single", "multi", "score")
 TARGETS = ("label", "quality")
 HUMAN_WEIGHT = 3.0  # a person's label counts this many times an LLM label
 MIN_HUMAN_EVAL = 50  # fewer human-labeled documents than this: evaluate on held-out LLM labels
+HUMAN_EVAL_SHARE = 0.3  # else this share of them (at least MIN_HUMAN_EVAL) is held out to evaluate on
 LLM_HOLDOUT = 0.2
 CALIBRATION_SHARE = 0.1  # of the training documents, to fit the softmax temperature
 MIN_CALIBRATION = 50
@@ -132,12 +133,17 @@ class MLPHead:
         weights = torch.from_numpy((weight / weight.mean()).astype(np.float32))
         generator = torch.Generator().manual_seed(self.seed)
         net.train()
-        for _ in range(self.epochs):
-            for batch in torch.randperm(len(inputs), generator=generator).split(64):
-                optimiser.zero_grad()
-                loss = (self._losses(net(inputs[batch]), targets[batch]) * weights[batch]).mean()
-                loss.backward()
-                optimiser.step()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # steps this small only lose time to thread hand-offs, badly so on a busy machine
+        try:
+            for _ in range(self.epochs):
+                for batch in torch.randperm(len(inputs), generator=generator).split(64):
+                    optimiser.zero_grad()
+                    loss = (self._losses(net(inputs[batch]), targets[batch]) * weights[batch]).mean()
+                    loss.backward()
+                    optimiser.step()
+        finally:
+            torch.set_num_threads(threads)
         first, last = net[0], net[3]
         self.W1, self.b1 = first.weight.detach().numpy(), first.bias.detach().numpy()
         self.W2, self.b2 = last.weight.detach().numpy(), last.bias.detach().numpy()
@@ -522,7 +528,7 @@ def split_for_evaluation(
     human = sorted(d for d, e in examples.items() if e.source == "human")
     if len(human) >= min_human_eval:
         rng.shuffle(human)
-        held = set(human[: max(min_human_eval, len(human) // 2)])
+        held = set(human[: max(min_human_eval, int(len(human) * HUMAN_EVAL_SHARE))])
         reference = "human"
     else:
         llm = sorted(d for d, e in examples.items() if e.source == "llm")

@@ -162,16 +162,20 @@ class TorchSentenceEncoder(SentenceEncoderBase):
         self.batch_size = batch_size or (512 if self.device.startswith("cuda") else 64)
 
     def prepare(self, texts: list[str]) -> dict[str, Any]:
-        features = self.model.tokenize(texts)
+        import torch
+
+        features = self.model.preprocess(texts)  # tensors, plus a "modality" string
         if self.device.startswith("cuda"):
-            features = {k: v.pin_memory() for k, v in features.items()}
+            features = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         return features
 
     def embed(self, prepared: dict[str, Any]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            features = {k: v.to(self.device, non_blocking=True) for k, v in prepared.items()}
+            features = {
+                k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in prepared.items()
+            }
             return self.model(features)["sentence_embedding"].float().cpu().numpy()
 
 
@@ -232,8 +236,9 @@ def export_onnx_int8(model_path: Path, target: Path) -> None:
             return self.model(features)["sentence_embedding"]
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    sample = model.tokenize(["an example sentence", "another"])
-    sample.setdefault("token_type_ids", torch.zeros_like(sample["input_ids"]))
+    sample = model.preprocess(["an example sentence", "another"])
+    if "token_type_ids" not in sample:
+        sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
     fp32 = target.with_name("fp32.onnx")
     with torch.inference_mode():
         torch.onnx.export(
@@ -298,7 +303,7 @@ def encoder_from_config(
 
 
 class HashingEncoder:
-    """Hashed word 1–2-grams and character 2–4-grams (within words), log-tf × idf, L2-normalised.
+    """Hashed word 1–2-grams and character 3–4-grams (within words), log-tf × idf, L2-normalised.
 
     Hashing needs no vocabulary; ``fit`` only keeps the hash buckets seen in at least two training
     documents (and their idf), so features and saved models stay small.
@@ -310,7 +315,7 @@ class HashingEncoder:
         self,
         n_features: int = 2**20,
         word_ngrams: Sequence[int] = (1, 2),
-        char_ngrams: Sequence[int] = (2, 4),
+        char_ngrams: Sequence[int] = (3, 4),
         columns: np.ndarray | None = None,
         idf: np.ndarray | None = None,
     ):

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator, create_model
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
 
 from tnt.corpus import Document, DocumentStore
 from tnt.label import LabelRecord, LabelStore
@@ -29,7 +36,7 @@ T = TypeVar("T")
 
 LABEL_PROMPT = "label"
 BATCH_PROMPT = "label_batch"
-MAX_OUTPUT_TOKENS_PER_DOC = 300
+MAX_OUTPUT_TOKENS_PER_DOC = 200  # a label, one sentence and a number take ~60; this stops a rambling model
 EXPECTED_OUTPUT_TOKENS_PER_DOC = 60  # label, one sentence, confidence: for --dry-run estimates
 DOCUMENT_PAGE = 512  # documents read from the corpus at a time
 
@@ -60,7 +67,10 @@ def _answer_fields(choices: Sequence[str], multi: bool) -> dict[str, Any]:
     name = Annotated[Literal[tuple(choices)], WrapValidator(_named_in(choices))]  # type: ignore[valid-type]
     fields: dict[str, Any] = {"label": (name, Field(description="The label that fits best."))}
     if multi:
-        fields["extra_labels"] = (list[name], Field(default_factory=list, description="Further labels that apply."))
+        fields["extra_labels"] = (
+            list[name],
+            Field(default_factory=list, description="Further labels that apply."),
+        )
     fields["explanation"] = (str, Field(description="One sentence: why the label fits."))
     fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="How sure, from 0 to 1."))
     return fields
@@ -87,7 +97,9 @@ class Labeler:
     run, so providers' prompt caching applies to it; the documents come last, in the user message.
     """
 
-    def __init__(self, taxonomy: Taxonomy, prompts: PromptLibrary, multi: bool = False, max_doc_chars: int = 6000):
+    def __init__(
+        self, taxonomy: Taxonomy, prompts: PromptLibrary, multi: bool = False, max_doc_chars: int = 6000
+    ):
         self.taxonomy = taxonomy
         self.prompts = prompts
         self.multi = multi
@@ -127,9 +139,13 @@ class Labeler:
             return LabelRequest(tuple(docs), messages, self.answer_schema, prompt.hash)
         prompt = self.prompts.get(BATCH_PROMPT)
         texts = [clip(doc.text, self.max_doc_chars) for doc in docs]
-        return LabelRequest(tuple(docs), prompt.render(**self._variables, texts=texts), self.batch_schema, prompt.hash)
+        return LabelRequest(
+            tuple(docs), prompt.render(**self._variables, texts=texts), self.batch_schema, prompt.hash
+        )
 
-    def answers(self, request: LabelRequest, parsed: BaseModel) -> tuple[dict[str, BaseModel], list[Document]]:
+    def answers(
+        self, request: LabelRequest, parsed: BaseModel
+    ) -> tuple[dict[str, BaseModel], list[Document]]:
         """Each document's validated answer, and the documents the answer left out (or answered twice)."""
         if len(request.docs) == 1:
             return {request.docs[0].id: parsed}, []
@@ -161,7 +177,9 @@ class Labeler:
             prompt_hash=request.prompt_hash,
         )
 
-    def requests(self, docs: Sequence[Document], batch_size: int, batch_max_chars: int) -> Iterator[LabelRequest]:
+    def requests(
+        self, docs: Sequence[Document], batch_size: int, batch_max_chars: int
+    ) -> Iterator[LabelRequest]:
         """Short documents in groups of ``batch_size`` (in order), longer ones alone."""
         group: list[Document] = []
         for doc in docs:
@@ -215,7 +233,9 @@ class Tally:
             self.on_progress(self.done, self.total, self.cost)
 
 
-async def run_concurrently(items: Iterable[T], handle: Callable[[T], Awaitable[None]], concurrency: int) -> None:
+async def run_concurrently(
+    items: Iterable[T], handle: Callable[[T], Awaitable[None]], concurrency: int
+) -> None:
     """``handle`` every item with at most ``concurrency`` in progress; items are pulled lazily."""
     iterator = iter(items)
 
@@ -280,21 +300,36 @@ class _LabelingJob:
 
 
 def _labeling_plan(
-    workspace: Workspace, taxonomy_version: int | None, doc_ids: Sequence[str], model: str, prompts: PromptLibrary | None,
-    multi: bool, batch_size: int, max_doc_chars: int,
+    workspace: Workspace,
+    taxonomy_version: int | None,
+    doc_ids: Sequence[str],
+    model: str,
+    prompts: PromptLibrary | None,
+    multi: bool,
+    batch_size: int,
+    max_doc_chars: int,
 ) -> tuple[Labeler, list[str], set[str]]:
     """The labeler, the selected ids (deduplicated) and those already labeled the same way."""
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     labeler = Labeler(taxonomy, prompts or PromptLibrary(), multi=multi, max_doc_chars=max_doc_chars)
     selected = unique(doc_ids)
     done = LabelStore(workspace).current_doc_ids(
-        taxonomy.version, "llm", model=model, origin=labeler.origin, prompt_hashes=labeler.prompt_hashes(batch_size > 1)
+        taxonomy.version,
+        "llm",
+        model=model,
+        origin=labeler.origin,
+        prompt_hashes=labeler.prompt_hashes(batch_size > 1),
     ) & set(selected)
     return labeler, selected, done
 
 
 def _requests_to_send(
-    workspace: Workspace, labeler: Labeler, selected: Sequence[str], done: set[str], batch_size: int, batch_max_chars: int
+    workspace: Workspace,
+    labeler: Labeler,
+    selected: Sequence[str],
+    done: set[str],
+    batch_size: int,
+    batch_max_chars: int,
 ) -> Iterator[LabelRequest]:
     """Requests for the documents not yet labeled. Batches are formed over the whole selection, so a
     resumed run re-forms exactly the batches of the interrupted one and finds their answers cached."""

@@ -44,10 +44,10 @@ TEXT_FIELD = "text"
 DOC_ID_FIELD = "tnt_doc_id"
 VERSION_FIELD = "tnt_taxonomy_version"
 REASON_FIELD = "tnt_review_reason"
-URL_ENV = "LABEL_STUDIO_URL"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 WEBHOOK_SECRET_HEADER = "X-Tnt-Webhook-Secret"
 ORIGIN_PREFIX = "label-studio"
+IMPORT_BATCH = 500  # tasks per import request
 CONFIG_HINT = "Regenerate it with `tnt ls config` or push the project again with `tnt ls push`."
 
 
@@ -219,6 +219,9 @@ def _loaded_model(workspace: Workspace, model_id: str) -> tuple[Any, threading.L
         return _loaded_models[model_id]
 
 
+_labeling_lock = threading.Lock()
+
+
 class LLMPredictor:
     """The LLM's labels: cached ones first; documents without one go through the labeling stage."""
 
@@ -235,11 +238,15 @@ class LLMPredictor:
         missing = [doc_id for doc_id in doc_ids if doc_id not in labels]
         failure = None
         if missing:
-            try:
-                label_documents(workspace, self.taxonomy_version, missing, self.settings, multi=self.multi)
-            except WorkspaceError as exc:  # e.g. a task pushed from another workspace
-                failure = str(exc)
-            labels |= store.current(self.taxonomy_version, "llm", doc_ids=missing)
+            with _labeling_lock:  # concurrent requests for the same documents must not pay twice
+                labeled_meanwhile = store.current(self.taxonomy_version, "llm", doc_ids=missing)
+                missing = [doc_id for doc_id in missing if doc_id not in labeled_meanwhile]
+                try:
+                    if missing:
+                        label_documents(workspace, self.taxonomy_version, missing, self.settings, multi=self.multi)
+                except WorkspaceError as exc:  # e.g. a task pushed from another workspace
+                    failure = str(exc)
+            labels |= store.current(self.taxonomy_version, "llm", doc_ids=doc_ids)
         return [self._guess(task, labels, failure) for task in tasks]
 
     def _guess(self, task: TaskText, labels: dict[str, dict[str, Any]], failure: str | None) -> Guess | NoGuess:
@@ -384,7 +391,7 @@ def _annotator(annotation: dict[str, Any]) -> str | None:
     return f"label-studio-user:{user}" if user is not None else None
 
 
-def retract_annotation(project_id: int, annotation_id: int, workspace: Workspace) -> int:
+def retract_annotation(workspace: Workspace, project_id: int, annotation_id: int) -> int:
     return LabelStore(workspace).retract(annotation_origin(project_id, annotation_id))
 
 
@@ -436,30 +443,29 @@ def push(
     from tnt.corpus import DocumentStore
 
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
+    assert taxonomy.version is not None
     config = label_config(taxonomy, multi)
-    title = title or f"tnt taxonomy v{taxonomy.version}"
-    project, created = _ensure_project(ls, project_id, title, config)
-    link = ProjectLink(project.id, _base_url(ls), project.title, taxonomy.version, multi)
-    ProjectLinks(workspace).save(link)
+    project, created = _ensure_project(ls, project_id, title or f"tnt taxonomy v{taxonomy.version}", config)
+    ProjectLinks(workspace).save(ProjectLink(project.id, _base_url(ls), project.title, taxonomy.version, multi))
+    wanted = list(dict.fromkeys(doc_ids))
     present = _doc_ids_in_project(ls, project.id)
-    new_ids = [doc_id for doc_id in dict.fromkeys(doc_ids) if doc_id not in present]
+    new_ids = [doc_id for doc_id in wanted if doc_id not in present]
     predictor = predictor_for(workspace, taxonomy.version, settings, multi)
     schema = LabelSchema.of(taxonomy, multi)
-    documents = DocumentStore(workspace).get(new_ids)
-    tasks = [TaskText(None, doc.id, doc.text) for doc in documents]
     interface = check_label_config(config, schema)
-    attached = predict_results(workspace, predictor, schema, tasks, interface) if predictions else [{"result": []}] * len(tasks)
-    payload = [
-        {
-            "data": {TEXT_FIELD: doc.text, DOC_ID_FIELD: doc.id, VERSION_FIELD: taxonomy.version,
-                     REASON_FIELD: (reasons or {}).get(doc.id, "")},
-            "predictions": [prediction] if prediction["result"] else [],
-        }
-        for doc, prediction in zip(documents, attached)
-    ]
-    if payload:
+    for start in range(0, len(new_ids), IMPORT_BATCH):  # a push cut short resumes: present tasks are skipped
+        documents = DocumentStore(workspace).get(new_ids[start : start + IMPORT_BATCH])
+        tasks = [TaskText(None, doc.id, doc.text) for doc in documents]
+        attached = predict_results(workspace, predictor, schema, tasks, interface) if predictions else [None] * len(tasks)
+        payload = [_task(doc.id, doc.text, taxonomy.version, (reasons or {}).get(doc.id, ""), prediction)
+                   for doc, prediction in zip(documents, attached)]  # fmt: skip
         ls.projects.import_tasks(id=project.id, request=payload, return_task_ids=True)
-    return PushResult(project.id, created, len(payload), len(doc_ids) - len(new_ids), predictor.model_version)
+    return PushResult(project.id, created, len(new_ids), len(wanted) - len(new_ids), predictor.model_version)
+
+
+def _task(doc_id: str, text: str, version: int, reason: str, prediction: dict[str, Any] | None) -> dict[str, Any]:
+    data = {TEXT_FIELD: text, DOC_ID_FIELD: doc_id, VERSION_FIELD: version, REASON_FIELD: reason}
+    return {"data": data, "predictions": [prediction] if prediction and prediction["result"] else []}
 
 
 def _ensure_project(ls: LabelStudio, project_id: int | None, title: str, config: str) -> tuple[Any, bool]:

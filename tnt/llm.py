@@ -568,6 +568,9 @@ def _http_error(status: int, headers: Any, payload: bytes) -> Exception:
     return LLMFailure(text)
 
 
+_MISSING_CREDENTIALS = re.compile(r"missing credentials|api_key client option must be set|no api key", re.I)
+
+
 def _classify_litellm_error(exc: Exception) -> Exception:
     """Transient (retry) or final, with the HTTP status when a server sent one."""
     name = type(exc).__name__
@@ -576,6 +579,8 @@ def _classify_litellm_error(exc: Exception) -> Exception:
     if name in {"Timeout", "APIConnectionError"}:
         return TransientError(f"{name}: {_short_error(exc)}")
     message = f"HTTP {status} {name}: {_short_error(exc)}" if status else f"{name}: {_short_error(exc)}"
+    if name == "AuthenticationError" or _MISSING_CREDENTIALS.search(str(exc)):
+        return LLMFailure(message)  # litellm reports a missing key as a 500: retrying cannot help
     if status in RETRYABLE_STATUS:
         return TransientError(message, _retry_after(exc))
     return LLMFailure(message)

@@ -26,7 +26,15 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from tnt.corpus import Document, DocumentStore
 from tnt.label import LabelRecord, LabelStore
-from tnt.labeler import DOCUMENT_PAGE, ProgressCallback, StageResult, Tally, run_concurrently, run_cost, unique
+from tnt.labeler import (
+    DOCUMENT_PAGE,
+    ProgressCallback,
+    StageResult,
+    Tally,
+    run_concurrently,
+    run_cost,
+    unique,
+)
 from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, _litellm
 from tnt.local_llm import LOCAL_PREFIX
 from tnt.prompts import PromptLibrary
@@ -66,7 +74,7 @@ class Scoring(BaseModel):
 
 
 def normalise_token(token: str) -> str:
-    """" Yes", "YES", "yes." all read as "yes"."""
+    """ " Yes", "YES", "yes." all read as "yes"."""
     return token.strip().strip(string.punctuation).strip().casefold()
 
 
@@ -97,11 +105,10 @@ def offers_logprobs(model: str) -> bool:
     """Whether the model's API takes ``top_logprobs`` (litellm rejects it for e.g. Anthropic, Ollama)."""
     if model.startswith(LOCAL_PREFIX):
         return True
-    litellm = _litellm()
-    try:
-        return "top_logprobs" in (litellm.get_supported_openai_params(model=model) or [])
-    except Exception:  # litellm does not know the provider: let the first answer tell
-        return True
+    supported = _litellm().get_supported_openai_params(model=model)
+    return (
+        supported is None or "top_logprobs" in supported
+    )  # None: litellm does not know; the answers will tell
 
 
 def load_scoring(prompts: PromptLibrary, prompt_name: str) -> tuple[Scoring, str]:
@@ -172,7 +179,10 @@ class QualityScorer:
                     return self._from_probabilities(probabilities, sum(masses.values())), completions
                 reason = "no answer option among the first token's top log-probabilities"
         completion = await gateway.complete(
-            self.messages(doc, verbalised=True), self.verbalised_schema, max_tokens=VERBALISED_MAX_TOKENS, stage="quality"
+            self.messages(doc, verbalised=True),
+            self.verbalised_schema,
+            max_tokens=VERBALISED_MAX_TOKENS,
+            stage="quality",
         )
         completions.append(completion)
         return Score(completion.parsed.score, "verbalised", f"verbalised ({reason})"), completions
@@ -225,12 +235,21 @@ def _total_cost(completions: Sequence[Completion]) -> float | None:
 
 
 def _scoring_plan(
-    workspace: Workspace, doc_ids: Sequence[str], model: str, prompts: PromptLibrary | None, prompt: str, max_doc_chars: int
+    workspace: Workspace,
+    doc_ids: Sequence[str],
+    model: str,
+    prompts: PromptLibrary | None,
+    prompt: str,
+    max_doc_chars: int,
 ) -> tuple[QualityScorer, list[str], set[str]]:
     scorer = QualityScorer(prompts or PromptLibrary(), model, prompt, max_doc_chars)
     selected = unique(doc_ids)
     done = LabelStore(workspace).current_doc_ids(
-        None, "llm", model=model, origin=scorer.origin, prompt_hashes=[scorer.hash],
+        None,
+        "llm",
+        model=model,
+        origin=scorer.origin,
+        prompt_hashes=[scorer.hash],
         origins_like=f"{scorer.origin_prefix}:%",
     ) & set(selected)
     return scorer, selected, done
@@ -267,7 +286,9 @@ def score_quality(
         job = _ScoringJob(scorer, gateway, LabelStore(workspace), run, result, tally)
         try:
             asyncio.run(
-                run_concurrently(_pending_documents(workspace, selected, done), job.handle, settings.max_concurrency)
+                run_concurrently(
+                    _pending_documents(workspace, selected, done), job.handle, settings.max_concurrency
+                )
             )
         finally:
             result.requests = gateway.http_requests

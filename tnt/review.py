@@ -18,8 +18,8 @@ import json
 import random
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from tnt.taxonomy import TaxonomyStore
 from tnt.workspace import Workspace, WorkspaceError
 
 STRATEGIES = ("disagreement", "least_confident", "stratified")
-DEFAULT_MIX = {"disagreement": 0.3, "least_confident": 0.5, "stratified": 0.2}
+DEFAULT_MIX = {"disagreement": 0.3, "least_confident": 0.6, "stratified": 0.1}
 DEFAULT_POOL = 20_000  # candidates the classifier scores per sample, drawn by a seeded hash
 
 
@@ -43,6 +43,7 @@ class Candidate:
     llm_confidence: float | None = None
     model_label: str | None = None
     model_margin: float | None = None  # top-1 minus top-2 probability of the distilled classifier
+    cluster: int | None = None  # among the least confident: which of n similar-text groups (``cluster_least_confident``)
 
 
 @dataclass(frozen=True)
@@ -129,21 +130,41 @@ def _disagreements(candidates: Sequence[Candidate], rng: random.Random) -> Itera
 
 
 def _least_confident(candidates: Sequence[Candidate]) -> Iterator[Candidate]:
-    """Smallest classifier margin first, in equal turns per predicted label; without a classifier,
-    the LLM's lowest stated confidence first."""
+    """Smallest classifier margin first, in equal turns per group of similar texts (``cluster``) or,
+    outside those, per predicted label, so one confusable pair does not fill the sample; without a
+    classifier, the LLM's lowest stated confidence first."""
     scored = sorted((c for c in candidates if c.model_margin is not None), key=lambda c: c.model_margin or 0.0)
     if not scored:
         unsure = [c for c in candidates if c.llm_confidence is not None]
         return iter(sorted(unsure, key=lambda c: c.llm_confidence or 0.0))
-    turn: Counter[str | None] = Counter()
+    turn: Counter[tuple[str, Any]] = Counter()
     keyed = []
     for c in scored:
-        keyed.append((turn[c.model_label], c.model_margin or 0.0, c))
-        turn[c.model_label] += 1
+        group = ("cluster", c.cluster) if c.cluster is not None else ("label", c.model_label)
+        keyed.append((turn[group], c.model_margin or 0.0, c))
+        turn[group] += 1
     return (c for _, _, c in sorted(keyed, key=lambda key: key[:2]))
 
 
+def cluster_least_confident(
+    candidates: Sequence[Candidate], features_of: Callable[[list[str]], Any], n: int, pool_factor: int = 10, seed: int = 0
+) -> list[Candidate]:
+    """Group the ``pool_factor × n`` least confident candidates into ``n`` clusters of similar texts
+    (k-means over the classifier's features), so the sample spreads over different confusions."""
+    from sklearn.cluster import KMeans
+
+    scored = sorted((c for c in candidates if c.model_margin is not None), key=lambda c: c.model_margin or 0.0)
+    pool = scored[: pool_factor * n]
+    if len(pool) <= n:
+        return list(candidates)
+    clusters = KMeans(n, n_init=1, random_state=seed).fit_predict(features_of([c.doc_id for c in pool]))
+    assigned = {c.doc_id: int(k) for c, k in zip(pool, clusters)}
+    return [replace(c, cluster=assigned[c.doc_id]) if c.doc_id in assigned else c for c in candidates]
+
+
 def _stratified(candidates: Sequence[Candidate], rng: random.Random) -> Iterator[Candidate]:
+    """One document per label in turn, rare labels first; within a label the classifier's least sure
+    document first (at random without a classifier)."""
     groups: dict[str, list[Candidate]] = defaultdict(list)
     for c in candidates:
         label = c.model_label or c.llm_label
@@ -151,6 +172,7 @@ def _stratified(candidates: Sequence[Candidate], rng: random.Random) -> Iterator
             groups[label].append(c)
     for group in groups.values():
         rng.shuffle(group)
+        group.sort(key=lambda c: 1.0 if c.model_margin is None else c.model_margin)
     return _round_robin(groups)
 
 
@@ -185,20 +207,16 @@ def sample_for_review(
     assert version is not None
     labels = LabelStore(workspace)
     done = set(labels.current(version, "human")) | ReviewSamples(workspace).doc_ids(version)
-    pool_ids = [doc.id for doc in DocumentStore(workspace).sample(pool + len(done), seed) if doc.id not in done][:pool]
-    if not pool_ids:
+    documents = [doc for doc in DocumentStore(workspace).sample(pool + len(done), seed) if doc.id not in done][:pool]
+    if not documents:
         raise WorkspaceError("no documents left to review: every document is labeled by a person or already sampled")
-    llm = labels.current(version, "llm")
-    scored, classifier = _classifier_view(workspace, version, pool_ids)
+    llm = labels.current(version, "llm", doc_ids=[doc.id for doc in documents])
     candidates = [
-        Candidate(
-            doc_id,
-            llm_label=llm[doc_id]["label"] if doc_id in llm else None,
-            llm_confidence=llm[doc_id]["confidence"] if doc_id in llm else None,
-            **scored.get(doc_id, {}),
-        )
-        for doc_id in pool_ids
-    ]
+        Candidate(doc.id, llm_label=llm[doc.id]["label"], llm_confidence=llm[doc.id]["confidence"])
+        if doc.id in llm else Candidate(doc.id)
+        for doc in documents
+    ]  # fmt: skip
+    candidates, classifier = _with_classifier(workspace, version, candidates, {doc.id: doc.text for doc in documents}, n, seed)
     params = {"n": n, "taxonomy_version": version, "mix": normalised_mix(mix or DEFAULT_MIX), "seed": seed, "pool": pool}
     with workspace.run("review-sample", params) as run:
         picks = choose_for_review(candidates, n, mix, seed)
@@ -208,25 +226,28 @@ def sample_for_review(
     return sample
 
 
-def _classifier_view(workspace: Workspace, version: int, doc_ids: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """The distilled classifier's label and margin per document, when the version has a model."""
+def _with_classifier(
+    workspace: Workspace, version: int, candidates: list[Candidate], texts: dict[str, str], n: int, seed: int
+) -> tuple[list[Candidate], str | None]:
+    """Candidates with the distilled classifier's label, margin and cluster, when the version has a model."""
     from tnt import distill
 
     info = distill.latest_model(workspace, version)
     if info is None:
-        return {}, None
+        return candidates, None
     model = distill.load_model(workspace, info.id)
-    texts = [doc.text for doc in DocumentStore(workspace).get(doc_ids)]
-    probabilities = model.predict_proba(texts)
-    return dict(zip(doc_ids, margins(probabilities, model.labels))), info.id
+    probabilities = model.predict_proba([texts[c.doc_id] for c in candidates])
+    scored = [replace(c, **m) for c, m in zip(candidates, margins(probabilities, model.labels))]
+    return cluster_least_confident(scored, lambda ids: model.features([texts[i] for i in ids]), n, seed=seed), info.id
 
 
 def margins(probabilities: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
     """Per row: the most likely label and its lead over the second (small lead: the model is unsure)."""
-    top2 = np.sort(probabilities, axis=1)[:, -2:] if probabilities.shape[1] > 1 else np.c_[np.zeros(len(probabilities)), probabilities]
-    best = probabilities.argmax(axis=1)
+    padded = np.c_[np.zeros(len(probabilities)), probabilities]  # a one-label model leads by its probability
+    second, first = np.sort(padded, axis=1)[:, -2:].T
     return [
-        {"model_label": labels[i], "model_margin": float(top[1] - top[0])} for i, top in zip(best, top2)
+        {"model_label": labels[i], "model_margin": float(lead)}
+        for i, lead in zip(probabilities.argmax(axis=1), first - second)
     ]
 
 

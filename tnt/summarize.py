@@ -50,7 +50,7 @@ class SummaryAnswer(BaseModel):
 
 
 def summary_key(use_case: str, model: str, prompt_hash: str) -> str:
-    return hashlib.sha256("\0".join([use_case, model, prompt_hash]).encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{use_case}\0{model}\0{prompt_hash}".encode()).hexdigest()[:16]
 
 
 def clip(text: str, max_chars: int) -> str:
@@ -65,7 +65,7 @@ class Summarizer:
     gateway: Gateway
     prompts: PromptLibrary
     use_case: str
-    min_chars: int = 300
+    min_chars: int = 500
     max_doc_chars: int = 4000
 
     @property

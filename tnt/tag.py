@@ -293,11 +293,14 @@ def tag_files_ray(
     top_k: int = 3,
     batch_docs: int = CHUNK_DOCS,
     actors: int | None = None,
+    cpus_per_actor: float = 1.0,
     address: str | None = None,
 ) -> TagSummary:
     """The same job on Ray Data: connects to ``address`` (or starts a local Ray) and writes Parquet.
 
-    One actor per GPU when the cluster has GPUs (each actor takes one), else ``actors`` CPU actors.
+    One actor per GPU when the cluster has GPUs (each actor takes one), else ``actors`` CPU actors
+    (default: all CPUs but one, which stays free for the read and write tasks; an actor pool holding
+    every CPU would starve them).
     """
     import ray
 
@@ -308,13 +311,13 @@ def tag_files_ray(
     gpus = int(ray.cluster_resources().get("GPU", 0))
     columns = [text_field, *([id_field] if id_field else [])]
     dataset = _ray_dataset(sources, columns)
-    pool = gpus or actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
+    pool = gpus or actors or max(1, int(ray.cluster_resources().get("CPU", 1) / cpus_per_actor) - 1)
     tagged = dataset.map_batches(
         RayTagger,
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "text_field": text_field,
                                "id_field": id_field, "top_k": top_k},
         batch_size=batch_docs, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=pool),
-        num_gpus=1 if gpus else 0,
+        num_gpus=1 if gpus else 0, num_cpus=cpus_per_actor,
     )  # fmt: skip
     tagged.write_parquet(str(out_dir))
     seconds = time.perf_counter() - started
@@ -333,7 +336,7 @@ def _ray_dataset(sources: list[Source], columns: list[str]) -> Any:
         raise TagError(f"--engine ray reads Parquet and JSON Lines, not {', '.join(sorted(unsupported))}")
     parts = []
     if "parquet" in by_format:
-        parts.append(ray.data.read_parquet(by_format["parquet"], columns=columns))
+        parts.append(ray.data.read_parquet(by_format["parquet"]).select_columns(columns))
     if "jsonl" in by_format:
         parts.append(ray.data.read_json(by_format["jsonl"], lines=True).select_columns(columns))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from statistics import mean
 from typing import Any, TypeVar
 
@@ -39,20 +39,26 @@ class TableAnswer(BaseModel):
     labels: list[LabelDraft]
 
 
+# json_schema_extra bounds are hints for grammar-constrained backends (a small model rambles); they
+# are not validated, so a provider model that writes more is not rejected for it.
+EXPLANATION = Field(json_schema_extra={"maxLength": 300})
+EDITS = Field(json_schema_extra={"maxItems": 8, "items": {"type": "string", "maxLength": 150}})
+
+
 class UpdateAnswer(BaseModel):
     rating: int = Field(ge=0, le=100)
-    explanation: str
-    suggested_edits: list[str]
+    explanation: str = EXPLANATION
+    suggested_edits: list[str] = EDITS
     labels: list[LabelDraft]
 
 
 class RefineAnswer(BaseModel):
-    changes: list[str]
+    changes: list[str] = EDITS
     labels: list[LabelDraft]
 
 
 class RatingAnswer(BaseModel):
-    explanation: str = Field(json_schema_extra={"maxLength": 300})  # a hint for constrained backends
+    explanation: str = EXPLANATION
     rating: int = Field(ge=0, le=100)
 
 
@@ -69,7 +75,7 @@ class GroupAnswer(BaseModel):
     groups: list[GroupDraft]
 
 
-@lru_cache(maxsize=None)
+@cache
 def limited(answer: type[A], limits: TaxonomyLimits, max_groups: int | None = None) -> type[A]:
     """``answer`` whose JSON schema states the limits (maxItems, maxLength), so grammar-constrained
     backends cannot break them; validation stays lenient so ``guardrail_problems`` reports them."""
@@ -83,18 +89,36 @@ def limited(answer: type[A], limits: TaxonomyLimits, max_groups: int | None = No
     return type(answer.__name__, (answer,), {"model_json_schema": classmethod(model_json_schema)})
 
 
+def name_chars(limits: TaxonomyLimits) -> int:
+    return 12 * limits.max_name_words
+
+
+def description_chars(limits: TaxonomyLimits) -> int:
+    return 9 * limits.max_description_words
+
+
+def table_max_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
+    """Room for a full table even at one token per character (a small model's digits and repeats)."""
+    return 400 + (rows or limits.max_labels) * (name_chars(limits) + description_chars(limits) + 20)
+
+
+def typical_table_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
+    """What a full table usually costs (about 1.5 tokens a word), for estimates."""
+    return int(100 + (rows or limits.max_labels) * (limits.max_name_words + limits.max_description_words) * 1.5)
+
+
 def _apply_limits(schema: dict[str, Any], limits: TaxonomyLimits, max_groups: int | None) -> None:
     properties = schema["properties"]
     if "labels" in properties:
         properties["labels"] |= {"minItems": limits.min_labels, "maxItems": limits.max_labels}
     if "groups" in properties and max_groups:
         properties["groups"] |= {"minItems": 2, "maxItems": max_groups}
-    for definition in schema.get("$defs", {}).values():
+    for definition in [schema, *schema.get("$defs", {}).values()]:
         fields = definition.get("properties", {})
         if "name" in fields:
-            fields["name"] |= {"minLength": 1, "maxLength": 12 * limits.max_name_words}
+            fields["name"] |= {"minLength": 1, "maxLength": name_chars(limits)}
         if "description" in fields:
-            fields["description"] |= {"minLength": 1, "maxLength": 9 * limits.max_description_words}
+            fields["description"] |= {"minLength": 1, "maxLength": description_chars(limits)}
 
 
 def to_labels(drafts: Sequence[LabelDraft]) -> list[TaxonomyLabel]:
@@ -132,7 +156,7 @@ class TableCaller:
 
     @property
     def max_tokens(self) -> int:
-        return 300 + self.limits.max_labels * (2 * self.limits.max_name_words + 2 * self.limits.max_description_words)
+        return table_max_tokens(self.limits)
 
     def render(self, prompt: str, rejected: Sequence[str] = (), **variables: Any) -> list[dict[str, str]]:
         template = self.prompts.get(prompt)
@@ -188,7 +212,7 @@ class ProposerSettings(BaseModel):
     seed: int = 0
     generate_temperature: float = 0.5
     update_temperature: float = 0.2
-    item_max_chars: int = 400
+    item_max_chars: int = 500
 
 
 @dataclass
@@ -203,6 +227,7 @@ class Proposal:
     labels: list[TaxonomyLabel]
     score: float | None  # validation rating (0–100) of the final, reviewed table
     candidates: list[Candidate]
+    best: Candidate  # the one reviewed: highest validation score, the latest among equals
     update_ratings: list[int]
 
 
@@ -254,7 +279,7 @@ class TaxonomyProposer:
         best = max(candidates, key=lambda c: (c.score if c.score is not None else -1, c.epoch))
         final = await self.review(best.labels)
         _report(on_step, f"reviewed: {len(final)} labels")
-        return Proposal(final, await self.rate(final, validation), candidates, ratings)
+        return Proposal(final, await self.rate(final, validation), candidates, best, ratings)
 
     def _stalled(self, candidates: list[Candidate]) -> bool:
         patience = self.settings.patience

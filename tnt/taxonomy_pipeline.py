@@ -15,7 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tnt.cluster import ClusterNamer, ClusterProposal, ClusterProposer, KMeansClusterer, default_embedder
+from tnt.cluster import (
+    ClusterNamer,
+    ClusterProposal,
+    ClusterProposer,
+    KMeansClusterer,
+    default_embedder,
+)
 from tnt.corpus import DocumentStore
 from tnt.encoders import DEFAULT_ENCODER
 from tnt.label import LabelRecord, LabelStore
@@ -23,6 +29,8 @@ from tnt.llm import Gateway, LLMSettings
 from tnt.prompts import PromptLibrary
 from tnt.summarize import (
     MAX_OUTPUT_TOKENS as SUMMARY_TOKENS,
+)
+from tnt.summarize import (
     Summarizer,
     SummaryStore,
     TextItem,
@@ -31,8 +39,8 @@ from tnt.summarize import (
 )
 from tnt.taxonomy import Taxonomy, TaxonomyLimits, TaxonomyStore
 from tnt.taxonomy_generate import (
-    Correction,
     RATING_TOKENS,
+    Correction,
     ProposerSettings,
     TableAnswer,
     TableCaller,
@@ -41,6 +49,7 @@ from tnt.taxonomy_generate import (
     TaxonomyRefiner,
     UpdateAnswer,
     limited,
+    typical_table_tokens,
 )
 from tnt.workspace import Run, Workspace
 
@@ -58,7 +67,7 @@ class GenerateOptions(BaseModel):
     levels: int = Field(1, ge=1, le=2)
     max_groups: int | None = Field(None, ge=2)
     summarize: bool = True
-    min_summary_chars: int = Field(300, ge=0, description="Shorter texts are used as they are.")
+    min_summary_chars: int = Field(500, ge=0, description="Shorter texts are used as they are.")
     retries: int = Field(5, ge=0)
     seed_version: int | None = Field(None, description="Start the update loop from this version.")
     prompts_dir: str | None = None
@@ -112,7 +121,6 @@ async def _generate(
         "update_ratings": proposal.update_ratings,
         "score": proposal.score,
     }
-    best_epoch = max(proposal.candidates, key=lambda c: (c.score if c.score is not None else -1, c.epoch)).epoch
     taxonomy = store.save(
         Taxonomy(
             labels=labels,
@@ -124,7 +132,7 @@ async def _generate(
             prompt_hashes=caller.used_prompts | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
             score=proposal.score,
             run_id=run.id,
-            note=f"{len(documents)} documents, best candidate from epoch {best_epoch} of {len(proposal.candidates)}",
+            note=f"{len(documents)} documents, best candidate from epoch {proposal.best.epoch} of {len(proposal.candidates)}",
         )
     )
     run.stats["version"] = taxonomy.version
@@ -193,11 +201,11 @@ def estimate_generate(workspace: Workspace, options: GenerateOptions, settings: 
     rate_requests = [caller.prepare("taxonomy_rate", TableAnswer, labels=table, items=b) for b in rate_batches]
     parts = [
         gateway.estimate(summary_requests, SUMMARY_TOKENS) if summary_requests else None,
-        gateway.estimate(table_requests, caller.max_tokens),
+        gateway.estimate(table_requests, typical_table_tokens(options.limits)),
         gateway.estimate(rate_requests, RATING_TOKENS) if rate_requests else None,
     ]
     total = add_estimates([p for p in parts if p])
-    total["note"] = "upper bound on table calls; guardrail retries and a --levels 2 grouping call come on top"
+    total["note"] = "tables at their size limit; guardrail retries and a --levels 2 grouping call come on top"
     return total
 
 
@@ -309,7 +317,7 @@ class ClusterOptions(BaseModel):
     levels: int = Field(1, ge=1, le=2)
     max_groups: int | None = Field(None, ge=2)
     summarize: bool = True
-    min_summary_chars: int = Field(300, ge=0)
+    min_summary_chars: int = Field(500, ge=0)
     retries: int = Field(5, ge=0)
     reference: int | None = Field(None, description="A taxonomy version with people's labels: report AMI against it.")
     prompts_dir: str | None = None
@@ -411,7 +419,7 @@ def estimate_cluster(workspace: Workspace, options: ClusterOptions, settings: LL
     proposer = _cluster_proposer(gateway, prompts, options)
     clusters = proposer.cluster(texts)
     members = [[texts[i] for i in reps] for reps in clusters.representatives]
-    parts.append(gateway.estimate(proposer.namer.prepared(members), 200))
+    parts.append(gateway.estimate(proposer.namer.prepared(members), typical_table_tokens(options.limits, rows=1)))
     total = add_estimates(parts)
     total["note"] = "clusters computed on the texts; with summaries the naming prompts are shorter"
     return total

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from tnt.cli.common import WorkspaceOption, console, open_workspace
 from tnt.workspace import Workspace
@@ -63,14 +63,14 @@ def cost(
     with open_workspace(workspace) as ws:
         run_id = ws.get_run(run)["id"] if run else None
         table = Table("model", "calls", "sent", "cached", "failed", "prompt tok", "completion tok", "cost $")
-        table.add_column("run", no_wrap=True)
+        table.columns.insert(0, Column("run", no_wrap=True))
         for row in call_summary(ws, run_id):
             cost_text = "unknown" if row["cost"] is None else f"{row['cost']:.4f}"
             table.add_row(
+                row["run_id"] or "-",
                 row["model"],
                 *(str(row[k] or 0) for k in ("calls", "sent", "cached", "failed", "prompt_tokens", "completion_tokens")),
                 cost_text,
-                row["run_id"] or "-",
             )
         console.print(table)
 
@@ -110,6 +110,11 @@ from tnt.cli.serve import serve as _serve  # noqa: E402
 app.add_typer(_ls_app, name="ls")
 app.add_typer(_review_app, name="review")
 app.command("serve")(_serve)
+
+
+from tnt.cli.demo import demo as _demo  # noqa: E402
+
+app.command("demo")(_demo)
 
 
 def main() -> None:

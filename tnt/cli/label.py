@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -33,21 +33,30 @@ if TYPE_CHECKING:
     from tnt.labeler import ProgressCallback, StageResult
 
 SampleOption = Annotated[
-    Optional[int], typer.Option("--sample", min=1, help="A seeded random sample of N documents.")
+    int | None, typer.Option("--sample", min=1, help="A seeded random sample of N documents.")
 ]
 IdsOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--ids", exists=True, dir_okay=False, help="A file of document ids, one per line."),
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Every document in the workspace.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of --sample: the same seed, the same documents.")]
+SeedOption = Annotated[
+    int, typer.Option("--seed", help="Seed of --sample: the same seed, the same documents.")
+]
 PromptsOption = Annotated[
-    Optional[Path],
-    typer.Option("--prompts", envvar="TNT_PROMPTS", file_okay=False, help="Directory of prompt templates overriding the shipped ones."),
+    Path | None,
+    typer.Option(
+        "--prompts",
+        envvar="TNT_PROMPTS",
+        file_okay=False,
+        help="Directory of prompt templates overriding the shipped ones.",
+    ),
 ]
 
 
-def selected_ids(ws: Workspace, sample: int | None, ids: Path | None, all_documents: bool, seed: int) -> list[str]:
+def selected_ids(
+    ws: Workspace, sample: int | None, ids: Path | None, all_documents: bool, seed: int
+) -> list[str]:
     """Exactly one of --sample, --ids, --all: labeling costs money, so the choice is explicit."""
     if sum((sample is not None, ids is not None, all_documents)) != 1:
         fail("choose the documents: --sample N, --ids FILE or --all")
@@ -66,7 +75,9 @@ def progress_bar(description: str) -> Iterator[ProgressCallback]:
         task = bar.add_task(description, total=None, cost="")
 
         def update(done: int, total: int, cost: float | None) -> None:
-            bar.update(task, completed=done, total=total, cost="cost unknown" if cost is None else f"${cost:,.4f}")
+            bar.update(
+                task, completed=done, total=total, cost="cost unknown" if cost is None else f"${cost:,.4f}"
+            )
 
         yield update
 
@@ -108,19 +119,25 @@ def print_result(ws: Workspace, result: StageResult, counts_title: str) -> None:
     if len(issues) > 5:
         console.print(f"… and {len(issues) - 5} more failures, recorded with run {result.run_id}")
     if result.failed:
-        console.print("Run the same command again to retry the failed documents (answered requests come from the cache).")
+        console.print(
+            f"The {result.failed:,} failures are kept with run {result.run_id}. Running the same command again"
+            " retries them (answers already received are replayed from the cache, so only a different model or"
+            " prompt changes an invalid answer)."
+        )
 
 
 def label(
     workspace: WorkspaceOption,
     taxonomy: Annotated[
-        Optional[int], typer.Option("--taxonomy", "-t", help="Taxonomy version (default: the latest).")
+        int | None, typer.Option("--taxonomy", "-t", help="Taxonomy version (default: the latest).")
     ] = None,
     sample: SampleOption = None,
     ids: IdsOption = None,
     all_documents: AllOption = False,
     seed: SeedOption = 0,
-    multi: Annotated[bool, typer.Option("--multi", help="Also give every further label that applies.")] = False,
+    multi: Annotated[
+        bool, typer.Option("--multi", help="Also give every further label that applies.")
+    ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, max=50, help="Short documents labeled per request.")
     ] = 1,
@@ -143,7 +160,12 @@ def label(
     from tnt.labeler import estimate_labeling, label_documents
 
     settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
-    options = dict(multi=multi, batch_size=batch_size, batch_max_chars=batch_max_chars, prompts=PromptLibrary(prompts))
+    options = {
+        "multi": multi,
+        "batch_size": batch_size,
+        "batch_max_chars": batch_max_chars,
+        "prompts": PromptLibrary(prompts),
+    }
     with open_workspace(workspace) as ws:
         doc_ids = selected_ids(ws, sample, ids, all_documents, seed)
         try:

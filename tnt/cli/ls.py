@@ -54,6 +54,7 @@ def secret_from_env(name: str) -> str:
 @contextmanager
 def label_studio(url: str) -> Iterator[LabelStudio]:
     """An SDK client; Label Studio's API errors become one clean line."""
+    import httpx
     from label_studio_sdk.core.api_error import ApiError
 
     from tnt.labelstudio import API_KEY_ENV, LabelStudioError, client
@@ -62,6 +63,8 @@ def label_studio(url: str) -> Iterator[LabelStudio]:
         yield client(url, secret_from_env(API_KEY_ENV))
     except ApiError as exc:
         fail(f"Label Studio at {url} answered {exc.status_code}: {exc.body}")
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach Label Studio at {url}: {exc}")
     except LabelStudioError as exc:
         fail(str(exc))
 

@@ -33,8 +33,9 @@ def sample(
     workspace: WorkspaceOption,
     taxonomy: TaxonomyOption = None,
     mix: Annotated[
-        str, typer.Option("--mix", help="Shares of the strategies disagreement, least_confident, stratified.")
-    ] = "disagreement=0.3,least_confident=0.5,stratified=0.2",
+        Optional[str],
+        typer.Option("--mix", help="Shares of the strategies, e.g. disagreement=0.3,least_confident=0.6,stratified=0.1 (the default)."),
+    ] = None,
     pool: Annotated[int, typer.Option("--pool", min=1, help="Unreviewed documents scored per sample.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed for ties and the candidate pool.")] = 0,
 ) -> None:
@@ -43,7 +44,7 @@ def sample(
 
     with open_workspace(workspace) as ws:
         try:
-            result = sample_for_review(ws, n, taxonomy_version=taxonomy, mix=parse_mix(mix), pool=pool, seed=seed)
+            result = sample_for_review(ws, n, taxonomy_version=taxonomy, mix=parse_mix(mix) if mix else None, pool=pool, seed=seed)
         except ValueError as exc:
             fail(str(exc))
     scored_by = f"classifier {result.classifier}" if result.classifier else "no classifier yet (LLM labels only)"

@@ -33,7 +33,9 @@ from tnt.cli.label import (
 from tnt.llm import DEFAULT_MODEL
 from tnt.prompts import PromptLibrary
 
-app = typer.Typer(help="Score documents (numeric labels for selection and distillation).", no_args_is_help=True)
+app = typer.Typer(
+    help="Score documents (numeric labels for selection and distillation).", no_args_is_help=True
+)
 
 
 @app.command()
@@ -71,7 +73,9 @@ def quality(
                 print_estimate(estimate_quality(ws, doc_ids, settings, prompt=prompt, prompts=library))
                 return
             with progress_bar("Scoring") as on_progress:
-                result = score_quality(ws, doc_ids, settings, prompt=prompt, prompts=library, on_progress=on_progress)
+                result = score_quality(
+                    ws, doc_ids, settings, prompt=prompt, prompts=library, on_progress=on_progress
+                )
         except (ScoringError, FileNotFoundError) as exc:
             fail(str(exc))
         print_result(ws, result, "method")

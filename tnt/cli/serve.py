@@ -16,7 +16,12 @@ from tnt.cli.common import (
     fail,
     llm_settings,
 )
-from tnt.cli.ls import BACKEND_PASSWORD_ENV, BACKEND_USERNAME_ENV, WEBHOOK_SECRET_ENV, secret_from_env
+from tnt.cli.ls import (
+    BACKEND_PASSWORD_ENV,
+    BACKEND_USERNAME_ENV,
+    WEBHOOK_SECRET_ENV,
+    secret_from_env,
+)
 from tnt.llm import DEFAULT_MODEL
 
 

@@ -68,10 +68,12 @@ def tag(
             )  # fmt: skip
     except (TagError, DistillError, IngestError, WorkspaceError) as exc:
         fail(str(exc))
-    skipped = f", {len(summary.shards_skipped)} already done" if summary.shards_skipped else ""
-    where = f" → {summary.out_dir}" if summary.out_dir else " → labels (source model)"
-    console.print(f"Tagged {summary.documents:,} documents in {summary.seconds:.1f} s ({summary.docs_per_s:,.0f} docs/s); "
-                  f"{len(summary.shards_done)} shard(s) written{skipped}{where}")  # fmt: skip
+    rate = f"Tagged {summary.documents:,} documents in {summary.seconds:.1f} s ({summary.docs_per_s:,.0f} docs/s)"
+    if summary.out_dir is None:
+        console.print(f"{rate} → labels with source 'model'{''.join(f'; {note}' for note in summary.shards_skipped)}")
+    else:
+        skipped = f", {len(summary.shards_skipped)} already done" if summary.shards_skipped else ""
+        console.print(f"{rate}; {len(summary.shards_done)} shard(s) written{skipped} → {summary.out_dir}")
 
 
 def _tag_files(

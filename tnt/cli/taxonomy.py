@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -44,10 +44,10 @@ class Format(str, Enum):
 
 
 PromptsOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--prompts", envvar="TNT_PROMPTS", file_okay=False, help="Directory of prompt templates overriding the shipped ones."),
 ]
-VersionOption = Annotated[Optional[int], typer.Option("--version", "-v", help="Taxonomy version (default: the latest).")]
+VersionOption = Annotated[int | None, typer.Option("--version", "-v", help="Taxonomy version (default: the latest).")]
 MaxLabelsOption = Annotated[int, typer.Option("--max-labels", min=1, help="Most labels in the table.")]
 MinLabelsOption = Annotated[int, typer.Option("--min-labels", min=1, help="Fewest labels in the table.")]
 NameWordsOption = Annotated[int, typer.Option("--max-name-words", min=1, help="Longest label name, in words.")]
@@ -104,19 +104,19 @@ def generate(
     workspace: WorkspaceOption,
     use_case: Annotated[str, typer.Option("--use-case", help="What the taxonomy is for, e.g. 'the customer's intent'.")],
     method: Annotated[Method, typer.Option("--method", help="tnt: TnT-LLM loop; cluster: k-means + LLM names.")] = Method.tnt,
-    sample: Annotated[Optional[int], typer.Option("--sample", min=1, help="Documents to use (default: 1000 for tnt, all for cluster).")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", min=1, help="Documents to use (default: 1000 for tnt, all for cluster).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Minibatch size (tnt).")] = 200,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the sample (tnt).")] = 3,
     validation_share: Annotated[float, typer.Option("--validation-share", min=0.0, max=0.9, help="Held out to score candidates (tnt).")] = 0.2,
-    patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after N epochs without a better score (tnt).")] = None,
-    seed_version: Annotated[Optional[int], typer.Option("--seed-version", help="Start the tnt loop from this version (e.g. a cluster one).")] = None,
+    patience: Annotated[int | None, typer.Option("--patience", min=1, help="Stop after N epochs without a better score (tnt).")] = None,
+    seed_version: Annotated[int | None, typer.Option("--seed-version", help="Start the tnt loop from this version (e.g. a cluster one).")] = None,
     k: Annotated[int, typer.Option("--k", min=2, help="Clusters (cluster).")] = 20,
     representatives: Annotated[int, typer.Option("--representatives", min=1, help="Members shown per cluster (cluster).")] = 10,
-    reference: Annotated[Optional[int], typer.Option("--reference", help="Version with people's labels: report AMI (cluster).")] = None,
+    reference: Annotated[int | None, typer.Option("--reference", help="Version with people's labels: report AMI (cluster).")] = None,
     levels: Annotated[int, typer.Option("--levels", min=1, max=2, help="2: group the labels under parents.")] = 1,
-    max_groups: Annotated[Optional[int], typer.Option("--max-groups", min=2, help="Most parents with --levels 2.")] = None,
+    max_groups: Annotated[int | None, typer.Option("--max-groups", min=2, help="Most parents with --levels 2.")] = None,
     summarize: Annotated[bool, typer.Option("--summarize/--no-summarize", help="Summarise long documents first.")] = True,
-    min_summary_chars: Annotated[int, typer.Option("--min-summary-chars", min=0, help="Shorter texts are used as they are.")] = 300,
+    min_summary_chars: Annotated[int, typer.Option("--min-summary-chars", min=0, help="Shorter texts are used as they are.")] = 500,
     max_labels: MaxLabelsOption = 10,
     min_labels: MinLabelsOption = 2,
     max_name_words: NameWordsOption = 5,
@@ -146,8 +146,8 @@ def generate(
     settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     limits = TaxonomyLimits(min_labels=min_labels, max_labels=max_labels, max_name_words=max_name_words,
                             max_description_words=max_description_words)  # fmt: skip
-    common = dict(use_case=use_case, limits=limits, levels=levels, max_groups=max_groups, summarize=summarize,
-                  min_summary_chars=min_summary_chars, retries=retries, prompts_dir=str(prompts) if prompts else None)  # fmt: skip
+    common = {"use_case": use_case, "limits": limits, "levels": levels, "max_groups": max_groups, "summarize": summarize,
+              "min_summary_chars": min_summary_chars, "retries": retries, "prompts_dir": str(prompts) if prompts else None}  # fmt: skip
     with open_workspace(workspace) as ws:
         try:
             if method is Method.cluster:
@@ -187,7 +187,7 @@ def list_versions(workspace: WorkspaceOption) -> None:
 @app.command()
 def show(
     workspace: WorkspaceOption,
-    version: Annotated[Optional[int], typer.Argument(help="Version (default: the latest).")] = None,
+    version: Annotated[int | None, typer.Argument(help="Version (default: the latest).")] = None,
 ) -> None:
     """Show a taxonomy version: labels (as a tree with --levels 2), lineage, model and score."""
     with open_workspace(workspace) as ws:
@@ -221,9 +221,9 @@ def diff(
 @app.command()
 def export(
     workspace: WorkspaceOption,
-    version: Annotated[Optional[int], typer.Argument(help="Version (default: the latest).")] = None,
+    version: Annotated[int | None, typer.Argument(help="Version (default: the latest).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="yaml (to edit) or json.")] = Format.yaml,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
 ) -> None:
     """Write a version as YAML or JSON, for people to edit and `tnt taxonomy import`."""
     from tnt.taxonomy import dump_taxonomy
@@ -259,7 +259,7 @@ def refine(
     feedback: Annotated[str, typer.Option("--feedback", help="What people want changed, in words.")] = "",
     version: VersionOption = None,
     corrections: Annotated[bool, typer.Option("--corrections/--no-corrections", help="Use people's label corrections.")] = True,
-    max_labels: Annotated[Optional[int], typer.Option("--max-labels", min=1, help="Most labels (default: as the version was made, or its size + 2).")] = None,
+    max_labels: Annotated[int | None, typer.Option("--max-labels", min=1, help="Most labels (default: as the version was made, or its size + 2).")] = None,
     retries: RetriesOption = 5,
     prompts: PromptsOption = None,
     model: ModelOption = DEFAULT_MODEL,
@@ -290,7 +290,7 @@ def evaluate(
     version: VersionOption = None,
     sample: Annotated[int, typer.Option("--sample", min=1, help="Documents to judge.")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the forced choices.")] = 0,
-    reference: Annotated[Optional[int], typer.Option("--reference", help="Version holding reference labels (e.g. from ingest --label-field): adds AMI.")] = None,
+    reference: Annotated[int | None, typer.Option("--reference", help="Version holding reference labels (e.g. from ingest --label-field): adds AMI.")] = None,
     prompts: PromptsOption = None,
     model: ModelOption = DEFAULT_MODEL,
     api_base: ApiBaseOption = None,
@@ -302,7 +302,8 @@ def evaluate(
     from tnt.taxonomy_evaluate import estimate_evaluate, evaluate_taxonomy
 
     settings = llm_settings(model, api_base, api_key, concurrency)
-    options = dict(version=version, sample=sample, seed=seed, reference=reference, prompts_dir=str(prompts) if prompts else None)
+    options = {"version": version, "sample": sample, "seed": seed, "reference": reference,
+               "prompts_dir": str(prompts) if prompts else None}  # fmt: skip
     with open_workspace(workspace) as ws:
         try:
             if dry_run:
