@@ -5,7 +5,7 @@ BANKING77: models are fitted on the train split (its labels stand in for LLM lab
 agree, and each one's accuracy. Then hashing-linear's docs/s per core (it runs on one thread:
 docs per CPU-second), and, when CUDA is present, embed-linear on 256-token documents on the GPU.
 
-    .venv/bin/python bench/tag_throughput.py [--train-limit N] [--repeats 3]
+    .venv/bin/python bench/tag_throughput.py [--train-limit N] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import random
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-limit", type=int, default=None, help="fit on the first N training texts only")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per path; the best counts")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both paths (default: all cores)")
     args = parser.parse_args()
 
     import pyarrow.parquet as pq
@@ -56,8 +58,12 @@ def main() -> None:
     from tnt.encoders import resolve_model_path
     from tnt.tag import tag_files
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train_texts, train_labels = load("train")
-    train_texts, train_labels = train_texts[: args.train_limit], train_labels[: args.train_limit]
+    if args.train_limit:
+        keep = sorted(random.Random(0).sample(range(len(train_texts)), args.train_limit))  # the file is sorted by label
+        train_texts, train_labels = [train_texts[i] for i in keep], [train_labels[i] for i in keep]
     test_texts, test_labels = load("test")
     gold = np.array(test_labels)
     print(f"fit on {len(train_texts):,} BANKING77 train texts; tag {len(test_texts):,} test texts; "
@@ -75,12 +81,12 @@ def main() -> None:
         (work / "test.jsonl").write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(test_texts)))
         DistilledClassifier("embed-linear").fit(train_texts, train_labels).save(work / "embed")
         DistilledClassifier("hashing-linear").fit(train_texts, train_labels).save(work / "hashing")
-        embed = TextModel.load(work / "embed", device="cpu")
+        embed = TextModel.load(work / "embed", device="cpu", threads=args.threads)
 
-        runs = iter(range(10**6))
+        run_numbers = iter(range(10**6))
 
         def tnt_tag(model: TextModel) -> np.ndarray:
-            out = work / f"out-{next(runs)}"
+            out = work / f"out-{next(run_numbers)}"
             tag_files(model, [work / "test.jsonl"], out, id_field="id")
             table = pq.read_table(next(out.glob("*.parquet")))
             order = np.argsort(np.array(table.column("id").to_pylist(), dtype=int))

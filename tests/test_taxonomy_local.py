@@ -26,12 +26,12 @@ def test_local_model_generates_and_stores_a_taxonomy_for_50_banking77_texts(work
         writer.writeheader()
         writer.writerows(rows)
     ingest(workspace, [path])
-    limits = TaxonomyLimits(max_labels=4, max_description_words=10)
+    limits = TaxonomyLimits(max_labels=3, max_name_words=3, max_description_words=6)  # short: CPU time
     options = GenerateOptions(
         use_case="the customer's intent",
         sample=None,
         limits=limits,
-        proposer=ProposerSettings(batch_size=25, epochs=1, validation_share=0.1),
+        proposer=ProposerSettings(batch_size=25, epochs=1, validation_share=0.0),  # generate, update, review
     )
 
     taxonomy = generate_taxonomy(workspace, options, LLMSettings())

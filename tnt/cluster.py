@@ -152,7 +152,8 @@ class ClusterNamer:
                 break
         failed = {i: problems[i] for i in to_name if names[i] is None or self._problems(names[i])}
         if failed:
-            raise GuardrailFailure(PROMPT, [[f"cluster {i}: {p[-1]}" for i, p in failed.items()]])
+            rounds = [[f"cluster {i}: {p[r]}" for i, p in failed.items() if r < len(p)] for r in range(attempt + 1)]
+            raise GuardrailFailure(PROMPT, rounds, what=f"{len(failed)} of {len(names)} clusters have no acceptable name")
         return _merge_same_names(names, sizes)  # type: ignore[arg-type]
 
     async def _ask(self, members: Sequence[str], taken: Sequence[str], attempt: int) -> ClusterName | str:

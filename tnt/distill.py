@@ -289,7 +289,8 @@ class TextModel:
         return directory
 
     @staticmethod
-    def load(directory: Path | str, device: str | None = None) -> TextModel:
+    def load(directory: Path | str, device: str | None = None, threads: int | None = None) -> TextModel:
+        """A saved model; ``device`` None picks CUDA when present, ``threads`` caps CPU threads (default: all cores)."""
         from safetensors.numpy import load_file
 
         directory = Path(directory)
@@ -306,7 +307,7 @@ class TextModel:
         model.task, model.labels, model.temperature = config["task"], config["labels"], config["temperature"]
         part = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
         model.head = HEADS[config["head"]["type"]](config["task"], **config["head"]["params"], **part("head."))
-        model.encoder = encoders.encoder_from_config(config["encoder"], part("encoder."), directory, device)
+        model.encoder = encoders.encoder_from_config(config["encoder"], part("encoder."), directory, device, threads)
         known = {"format", "kind", "task", "labels", "temperature", "encoder", "head"}
         model.meta = {k: v for k, v in config.items() if k not in known}
         return model

@@ -289,8 +289,10 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def encoder_from_config(
-    config: dict[str, Any], arrays: dict[str, np.ndarray], directory: Path, device: str | None = None
+    config: dict[str, Any], arrays: dict[str, np.ndarray], directory: Path, device: str | None = None,
+    threads: int | None = None,
 ) -> Any:
+    """The encoder a saved model describes; ``threads`` caps the CPU threads of the ONNX runtime."""
     if config["type"] == "hashing":
         return HashingEncoder(
             config["n_features"], config["word_ngrams"], config["char_ngrams"], arrays["columns"], arrays["idf"]
@@ -299,7 +301,9 @@ def encoder_from_config(
         raise EncoderError(f"{directory}: unknown encoder type {config['type']!r}")
     if (device or ("cuda" if cuda_available() else "cpu")).startswith("cuda"):
         return TorchSentenceEncoder(config["model"], device)
-    return OnnxSentenceEncoder(config["model"], directory / ONNX_FILE, directory / TOKENIZER_FILE, config["max_length"])
+    return OnnxSentenceEncoder(
+        config["model"], directory / ONNX_FILE, directory / TOKENIZER_FILE, config["max_length"], threads=threads
+    )
 
 
 class HashingEncoder:

@@ -270,8 +270,8 @@ def tag_corpus(
 class RayTagger:
     """One actor of the pool: loads the model once, then tags Arrow batches."""
 
-    def __init__(self, model_dir: str, text_field: str, id_field: str | None, top_k: int):
-        self.model = TextModel.load(model_dir)
+    def __init__(self, model_dir: str, text_field: str, id_field: str | None, top_k: int, threads: int):
+        self.model = TextModel.load(model_dir, threads=threads)  # no more threads than the actor's CPUs
         self.text_field, self.id_field, self.top_k = text_field, id_field, top_k
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -315,7 +315,7 @@ def tag_files_ray(
     tagged = dataset.map_batches(
         RayTagger,
         fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "text_field": text_field,
-                               "id_field": id_field, "top_k": top_k},
+                               "id_field": id_field, "top_k": top_k, "threads": max(1, int(cpus_per_actor))},
         batch_size=batch_docs, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=pool),
         num_gpus=1 if gpus else 0, num_cpus=cpus_per_actor,
     )  # fmt: skip

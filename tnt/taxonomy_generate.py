@@ -89,12 +89,14 @@ def limited(answer: type[A], limits: TaxonomyLimits, max_groups: int | None = No
     return type(answer.__name__, (answer,), {"model_json_schema": classmethod(model_json_schema)})
 
 
+# Character bounds for the schema, tight enough that text within them rarely has more words than the
+# guardrail allows (English averages under six characters a word, space included).
 def name_chars(limits: TaxonomyLimits) -> int:
-    return 12 * limits.max_name_words
+    return 10 * limits.max_name_words
 
 
 def description_chars(limits: TaxonomyLimits) -> int:
-    return 9 * limits.max_description_words
+    return 6 * limits.max_description_words
 
 
 def table_max_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
@@ -135,11 +137,11 @@ def table_view(labels: Sequence[TaxonomyLabel]) -> list[dict[str, str]]:
 class GuardrailFailure(Exception):
     """A stage whose answers kept breaking the guardrails; the message gives every attempt's reasons."""
 
-    def __init__(self, stage: str, attempts: list[list[str]]):
+    def __init__(self, stage: str, attempts: list[list[str]], what: str = "no acceptable table"):
         self.stage = stage
         self.attempts = attempts
         lines = [f"  attempt {i}: {'; '.join(problems)}" for i, problems in enumerate(attempts, 1)]
-        super().__init__(f"{stage}: no acceptable table after {len(attempts)} attempts\n" + "\n".join(lines))
+        super().__init__(f"{stage}: {what} after {len(attempts)} attempts\n" + "\n".join(lines))
 
 
 @dataclass
