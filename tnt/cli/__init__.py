@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Column, Table
 
+from tnt.cli import demo, ingest, label, ls, report, review, score, select, serve, tag, taxonomy, train
 from tnt.cli.common import WorkspaceOption, console, open_workspace
 from tnt.workspace import Workspace
 
@@ -75,46 +76,20 @@ def cost(
         console.print(table)
 
 
-from tnt.cli.report import report as _report  # noqa: E402
-from tnt.cli.select import select as _select  # noqa: E402
-
-app.command("select")(_select)
-app.command("report")(_report)
-
-from tnt.cli.label import label as _label  # noqa: E402
-from tnt.cli.score import app as _score_app  # noqa: E402
-
-app.command("label")(_label)
-app.add_typer(_score_app, name="score")
-
-from tnt.cli.ingest import ingest as _ingest  # noqa: E402
-
-app.command("ingest")(_ingest)
-
-from tnt.cli.taxonomy import app as _taxonomy_app  # noqa: E402
-
-app.add_typer(_taxonomy_app, name="taxonomy")
-
-from tnt.cli.tag import tag as _tag  # noqa: E402
-from tnt.cli.train import models as _models  # noqa: E402
-from tnt.cli.train import train as _train  # noqa: E402
-
-app.command("train")(_train)
-app.command("models")(_models)
-app.command("tag")(_tag)
-
-from tnt.cli.ls import app as _ls_app  # noqa: E402
-from tnt.cli.review import app as _review_app  # noqa: E402
-from tnt.cli.serve import serve as _serve  # noqa: E402
-
-app.add_typer(_ls_app, name="ls")
-app.add_typer(_review_app, name="review")
-app.command("serve")(_serve)
-
-
-from tnt.cli.demo import demo as _demo  # noqa: E402
-
-app.command("demo")(_demo)
+# Registered in pipeline order, which is the order `tnt --help` lists them.
+app.command("ingest")(ingest.ingest)
+app.add_typer(taxonomy.app, name="taxonomy")
+app.command("label")(label.label)
+app.add_typer(score.app, name="score")
+app.add_typer(ls.app, name="ls")
+app.command("serve")(serve.serve)
+app.add_typer(review.app, name="review")
+app.command("train")(train.train)
+app.command("models")(train.models)
+app.command("tag")(tag.tag)
+app.command("select")(select.select)
+app.command("report")(report.report)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:
