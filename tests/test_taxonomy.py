@@ -151,7 +151,7 @@ def test_guardrails_name_each_problem():
     problems = guardrail_problems(labels, TaxonomyLimits(max_labels=3, max_name_words=5))
     assert problems == [
         "4 labels, but there must be 2 to 3",
-        "label name 'cards' appears more than once",
+        "label name 'Cards' appears 2 times",
         "'Other' is reserved: it is added to every taxonomy automatically",
         "label name 'A very long label name indeed' has more than 5 words",
         "label 'A very long label name indeed' has an empty description",

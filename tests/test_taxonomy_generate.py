@@ -17,7 +17,7 @@ from tnt.corpus import DocumentStore, ingest
 from tnt.label import LabelRecord, LabelStore
 from tnt.llm import LLMSettings
 from tnt.summarize import SummaryStore
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyLimits, TaxonomyStore
 from tnt.taxonomy_evaluate import evaluate_taxonomy
 from tnt.taxonomy_generate import GuardrailFailure, ProposerSettings
 from tnt.taxonomy_pipeline import GenerateOptions, generate_taxonomy, refine_taxonomy
@@ -180,6 +180,44 @@ def test_guardrails_retry_hotter_with_the_problems_then_fail_with_the_reason(wor
     assert "12 labels, but there must be 2 to 10" in " ".join(result.output.split())
 
 
+def test_an_update_that_keeps_breaking_the_guardrails_leaves_the_table_it_was_given(workspace, tmp_path, llm_server):
+    add_documents(workspace, tmp_path, [f"text {i}" for i in range(8)])
+
+    def responder(body):
+        if step(body) == "UpdateAnswer":  # one name repeated in every row, as a tiny model does
+            labels = [{"id": i, "name": "Card", "description": "Card things."} for i in (1, 2)]
+            return json.dumps({"rating": 40, "explanation": "-", "suggested_edits": [], "labels": labels})
+        if step(body) == "review":
+            return json.dumps({"labels": as_labels(table_in(body))})
+        return json.dumps({"labels": table("Cards", "Transfers")})
+
+    server = llm_server(responder)
+    proposer = ProposerSettings(batch_size=4, epochs=1, validation_share=0.0)
+    options = GenerateOptions(use_case=USE_CASE, proposer=proposer, retries=1, summarize=False)
+    taxonomy = generate_taxonomy(workspace, options, settings(server))
+
+    assert steps_of(server) == ["TableAnswer", "UpdateAnswer", "UpdateAnswer", "review"]
+    assert taxonomy.names == ["Cards", "Transfers"]
+    run = workspace.get_run(taxonomy.run_id)
+    assert run["stats"]["rejected_steps"] == ["taxonomy_update"] and run["stats"]["update_ratings"] == []
+    [issue] = workspace.run_issues(taxonomy.run_id)
+    assert issue["place"] == "taxonomy_update" and "label name 'Card' appears 2 times" in issue["message"]
+
+
+def test_the_table_schema_bounds_words_for_grammar_constrained_models(workspace, tmp_path, llm_server):
+    add_documents(workspace, tmp_path, [f"text {i}" for i in range(4)])
+    server = llm_server(lambda body: json.dumps({"labels": table("Cards", "Transfers")}))
+    limits = TaxonomyLimits(max_name_words=2, max_description_words=6)
+    generate_taxonomy(workspace, GenerateOptions(use_case=USE_CASE, limits=limits, summarize=False), settings(server))
+
+    schema = server.requests[0]["response_format"]["json_schema"]["schema"]
+    row = schema["$defs"]["LabelDraft"]["properties"]
+    assert re.fullmatch(row["name"]["pattern"].strip("^$"), "Card payments")
+    assert not re.fullmatch(row["name"]["pattern"].strip("^$"), "Card payments abroad")
+    assert re.fullmatch(row["description"]["pattern"].strip("^$"), "A card payment that was declined.")
+    assert not re.fullmatch(row["description"]["pattern"].strip("^$"), "A card payment that was declined twice.")
+
+
 def test_guardrails_accept_a_later_valid_answer(workspace, tmp_path, llm_server):
     add_documents(workspace, tmp_path, [f"text {i}" for i in range(10)])
     attempts = iter([table("Cards", "cards"), table("Cards", "Other"), table("Cards", "Fees")])
@@ -194,7 +232,7 @@ def test_guardrails_accept_a_later_valid_answer(workspace, tmp_path, llm_server)
     taxonomy = generate_taxonomy(workspace, options, settings(server))
 
     assert steps_of(server) == ["TableAnswer"] * 3 + ["review"]
-    assert "- label name 'cards' appears more than once" in prompt_text(server.requests[1])
+    assert "- label name 'Cards' appears 2 times" in prompt_text(server.requests[1])
     assert "- 'Other' is reserved" in prompt_text(server.requests[2])
     assert taxonomy.names == ["Cards", "Fees"]
 

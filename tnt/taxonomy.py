@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ def guardrail_problems(labels: list[TaxonomyLabel], limits: TaxonomyLimits) -> l
         problems.append(
             f"{len(labels)} labels, but there must be {limits.min_labels} to {limits.max_labels}"
         )
+    uses = Counter(label.name.strip().casefold() for label in labels)
     seen: set[str] = set()
     for label in labels:
         name = label.name.strip()
@@ -166,11 +168,12 @@ def guardrail_problems(labels: list[TaxonomyLabel], limits: TaxonomyLimits) -> l
             problems.append("a label has an empty name")
         elif key == OTHER_LABEL.casefold():
             problems.append(f"{OTHER_LABEL!r} is reserved: it is added to every taxonomy automatically")
-        elif key in seen:
-            problems.append(f"label name {name!r} appears more than once")
+        elif key not in seen:  # a repeated name is reported once, with its count
+            if uses[key] > 1:
+                problems.append(f"label name {name!r} appears {uses[key]} times")
+            if len(name.split()) > limits.max_name_words:
+                problems.append(f"label name {name!r} has more than {limits.max_name_words} words")
         seen.add(key)
-        if len(name.split()) > limits.max_name_words:
-            problems.append(f"label name {name!r} has more than {limits.max_name_words} words")
         if not label.description.strip():
             problems.append(f"label {name!r} has an empty description")
         elif len(label.description.split()) > limits.max_description_words:

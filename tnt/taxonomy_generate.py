@@ -99,6 +99,17 @@ def description_chars(limits: TaxonomyLimits) -> int:
     return 6 * limits.max_description_words
 
 
+# One word for the schema's pattern: no space, quote, backslash or control character (JSON would need
+# them escaped), and not absurdly long.
+WORD_PATTERN = r'[^ "\\\x00-\x1F\x7F]{1,24}'
+
+
+def words_pattern(max_words: int) -> str:
+    """A regex for 1 to ``max_words`` words separated by single spaces: grammar-constrained backends
+    (llama.cpp) then cannot write a name or description longer than the guardrail allows."""
+    return f"^{WORD_PATTERN}( {WORD_PATTERN}){{0,{max_words - 1}}}$"
+
+
 def table_max_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
     """Room for a full table even at one token per character (a small model's digits and repeats)."""
     return 400 + (rows or limits.max_labels) * (name_chars(limits) + description_chars(limits) + 20)
@@ -118,9 +129,13 @@ def _apply_limits(schema: dict[str, Any], limits: TaxonomyLimits, max_groups: in
     for definition in [schema, *schema.get("$defs", {}).values()]:
         fields = definition.get("properties", {})
         if "name" in fields:
-            fields["name"] |= {"minLength": 1, "maxLength": name_chars(limits)}
+            fields["name"] |= _text_bounds(name_chars(limits), limits.max_name_words)
         if "description" in fields:
-            fields["description"] |= {"minLength": 1, "maxLength": description_chars(limits)}
+            fields["description"] |= _text_bounds(description_chars(limits), limits.max_description_words)
+
+
+def _text_bounds(max_chars: int, max_words: int) -> dict[str, Any]:
+    return {"minLength": 1, "maxLength": max_chars, "pattern": words_pattern(max_words)}
 
 
 def to_labels(drafts: Sequence[LabelDraft]) -> list[TaxonomyLabel]:
@@ -141,7 +156,8 @@ class GuardrailFailure(Exception):
         self.stage = stage
         self.attempts = attempts
         lines = [f"  attempt {i}: {'; '.join(problems)}" for i, problems in enumerate(attempts, 1)]
-        super().__init__(f"{stage}: {what} after {len(attempts)} attempts\n" + "\n".join(lines))
+        self.detail = f"{what} after {len(attempts)} attempts\n" + "\n".join(lines)
+        super().__init__(f"{stage}: {self.detail}")
 
 
 @dataclass
@@ -231,6 +247,8 @@ class Proposal:
     candidates: list[Candidate]
     best: Candidate  # the one reviewed: highest validation score, the latest among equals
     update_ratings: list[int]
+    # Steps whose answers kept breaking the guardrails; the table they were given was kept instead.
+    rejected_steps: list[GuardrailFailure] = field(default_factory=list)
 
 
 @dataclass
@@ -267,21 +285,29 @@ class TaxonomyProposer:
         table = list(seed_labels) if seed_labels else None
         candidates: list[Candidate] = []
         ratings: list[int] = []
+        rejected: list[GuardrailFailure] = []
         for epoch in range(self.settings.epochs):
             for batch in self.minibatches(train, epoch):
                 if table is None:
                     table = await self.generate(batch)
                 else:
-                    table, rating = await self.update(table, batch)
-                    ratings.append(rating)
+                    try:
+                        table, rating = await self.update(table, batch)
+                        ratings.append(rating)
+                    except GuardrailFailure as failure:
+                        rejected.append(failure)
                 _report(on_step, f"epoch {epoch + 1}: {len(table)} labels")
             candidates.append(Candidate(epoch + 1, table, await self.rate(table, validation)))
             if self._stalled(candidates):
                 break
         best = max(candidates, key=lambda c: (c.score if c.score is not None else -1, c.epoch))
-        final = await self.review(best.labels)
+        try:
+            final = await self.review(best.labels)
+        except GuardrailFailure as failure:
+            rejected.append(failure)
+            final = best.labels
         _report(on_step, f"reviewed: {len(final)} labels")
-        return Proposal(final, await self.rate(final, validation), candidates, best, ratings)
+        return Proposal(final, await self.rate(final, validation), candidates, best, ratings, rejected)
 
     def _stalled(self, candidates: list[Candidate]) -> bool:
         patience = self.settings.patience

@@ -112,6 +112,8 @@ async def _generate(
     advance = progress("taxonomy steps", _table_steps(proposer, len(items))) if progress else None
     on_step = (lambda _: advance(1)) if advance else None
     proposal = await proposer.propose(items, seed.leaves if seed else None, on_step)
+    for failure in proposal.rejected_steps:
+        run.record_issue(failure.stage, f"kept the table it was given: {failure.detail}")
     labels = proposal.labels
     if options.levels == 2:
         labels = await TaxonomyGrouper(caller, options.max_groups).group(labels)
@@ -119,6 +121,7 @@ async def _generate(
         "documents": len(documents),
         "candidates": [{"epoch": c.epoch, "score": c.score, "labels": len(c.labels)} for c in proposal.candidates],
         "update_ratings": proposal.update_ratings,
+        "rejected_steps": [failure.stage for failure in proposal.rejected_steps],
         "score": proposal.score,
     }
     taxonomy = store.save(

@@ -117,3 +117,12 @@ def progress() -> Progress:
         console=err_console,
         transient=False,
     )
+
+
+def print_run_issues(ws: Workspace, run_id: str, shown: int = 5) -> None:
+    """The first few issues a run recorded; the rest stay in the workspace (`tnt runs --issues`)."""
+    issues = ws.run_issues(run_id)
+    for issue in issues[:shown]:
+        console.print(f"[yellow]{issue['place']}[/]: {issue['message']}", highlight=False)
+    if len(issues) > shown:
+        console.print(f"… and {len(issues) - shown} more issues, recorded with run {run_id}")

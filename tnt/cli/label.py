@@ -23,6 +23,7 @@ from tnt.cli.common import (
     fail,
     llm_settings,
     open_workspace,
+    print_run_issues,
     progress,
 )
 from tnt.llm import DEFAULT_MODEL
@@ -113,11 +114,7 @@ def print_result(ws: Workspace, result: StageResult, counts_title: str) -> None:
         for name, count in sorted(result.counts.items(), key=lambda item: -item[1]):
             table.add_row(name, f"{count:,}")
         console.print(table)
-    issues = ws.run_issues(result.run_id)
-    for issue in issues[:5]:
-        console.print(f"[yellow]{issue['place']}[/]: {issue['message']}", highlight=False)
-    if len(issues) > 5:
-        console.print(f"… and {len(issues) - 5} more failures, recorded with run {result.run_id}")
+    print_run_issues(ws, result.run_id)
     if result.failed:
         console.print(
             f"The {result.failed:,} failures are kept with run {result.run_id}. Running the same command again"

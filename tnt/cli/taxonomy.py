@@ -25,6 +25,7 @@ from tnt.cli.common import (
     fail,
     llm_settings,
     open_workspace,
+    print_run_issues,
     progress,
 )
 from tnt.llm import DEFAULT_MODEL
@@ -157,6 +158,7 @@ def generate(
                 with reporter() as report:
                     outcome = cluster_taxonomy(ws, options, settings, report)
                 print_taxonomy(outcome.taxonomy)
+                print_run_issues(ws, outcome.taxonomy.run_id)
                 for key in ("documents", "embed_and_kmeans_s", "naming_s", "ami_clusters", "ami_labels"):
                     if key in outcome.stats:
                         console.print(f"{key}: {outcome.stats[key]}")
@@ -171,6 +173,7 @@ def generate(
         except (GuardrailFailure, ValueError) as exc:
             fail(str(exc))
         print_taxonomy(taxonomy)
+        print_run_issues(ws, taxonomy.run_id)
 
 
 @app.command("list")
