@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from tnt.llm import DEFAULT_MODEL, Gateway, LLMSettings
-from tnt.local_llm import resolve_model_path
+from tnt.local_llm import LocalModels, resolve_model_path
 
 
 class Topic(BaseModel):
@@ -61,3 +61,22 @@ def test_local_model_answers_with_a_valid_instance_and_top_logprobs(workspace):
     assert all(isinstance(v, float) and v <= 0 for v in first_token.values())
     assert math.fsum(math.exp(v) for v in first_token.values()) <= 1.0001
     json.dumps(yes_no.top_logprobs)  # stored in the cache as JSON
+
+
+@pytest.mark.slow
+def test_free_text_fields_never_hold_raw_newlines_which_json_forbids():
+    # Shown an example answer whose string spans lines, SmolLM2 writes raw newlines into the string
+    # (8 of 8 answers under llama-cpp-python's own schema grammar); the grammar tnt builds cannot.
+    models = LocalModels()
+    schema = {"type": "object", "properties": {"poem": {"type": "string", "maxLength": 300}}, "required": ["poem"]}
+    request = [
+        {"role": "system", "content": 'You answer in JSON, like this:\n{"poem": "Roses are red,\nviolets are blue,\nsugar is sweet,\nand so are you."}'},
+        {"role": "user", "content": "Write a poem of four short lines about a bank card."},
+    ]
+
+    async def answers():
+        params = {"temperature": 0.7, "max_tokens": 120, "schema": schema}
+        return [await models.complete(DEFAULT_MODEL, request, params) for _ in range(8)]
+
+    for raw in asyncio.run(answers()):
+        assert isinstance(json.loads(raw.text)["poem"], str)

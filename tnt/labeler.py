@@ -246,6 +246,55 @@ async def run_concurrently(
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
 
 
+@dataclass
+class StageContext:
+    """What a stage's job works with: its run, gateway, the result it fills and the progress tally."""
+
+    run: Run
+    gateway: Gateway
+    result: StageResult
+    tally: Tally
+
+    def done(self, keys: Sequence[str], cost: float | None) -> None:
+        """Documents finished by one request; ``keys``: what each is counted under (label, scoring method)."""
+        self.result.labeled += len(keys)
+        for key in keys:
+            self.result.counts[key] = self.result.counts.get(key, 0) + 1
+        self.tally.advance(len(keys), cost)
+
+    def fail(self, doc: Document, reason: str, field: str) -> None:
+        self.run.record_issue(f"document {doc.id}", reason, field)
+        self.result.failed += 1
+        self.tally.advance(1)
+
+
+def run_llm_stage(
+    workspace: Workspace,
+    kind: str,
+    params: dict[str, Any],
+    settings: LLMSettings,
+    *,
+    documents: int,
+    skipped: int,
+    items: Iterable[T],
+    handler: Callable[[StageContext], Callable[[T], Awaitable[None]]],
+    on_progress: ProgressCallback | None = None,
+) -> StageResult:
+    """A stage as a run: ``handler(context)`` handles every item, ``settings.max_concurrency`` at once.
+    Requests, cost and stats are saved however the run ends, an interruption included."""
+    with workspace.run(kind, params) as run:
+        result = StageResult(run.id, documents=documents, skipped=skipped)
+        gateway = Gateway(workspace, settings, run_id=run.id, stage=kind)
+        context = StageContext(run, gateway, result, Tally(documents - skipped, on_progress))
+        try:
+            asyncio.run(run_concurrently(items, handler(context), settings.max_concurrency))
+        finally:
+            result.requests = gateway.http_requests
+            result.cost = run_cost(workspace, run.id)
+            run.stats = result.stats()
+    return result
+
+
 def unique(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
@@ -253,21 +302,18 @@ def unique(ids: Iterable[str]) -> list[str]:
 @dataclass
 class _LabelingJob:
     labeler: Labeler
-    gateway: Gateway
     store: LabelStore
-    run: Run
     done: set[str]
-    result: StageResult
-    tally: Tally
+    context: StageContext
 
     async def handle(self, request: LabelRequest) -> None:
         try:
-            completion = await self.gateway.complete(
+            completion = await self.context.gateway.complete(
                 request.messages, request.schema, max_tokens=request.max_tokens, stage="label"
             )
         except LLMFailure as exc:
             if len(request.docs) == 1:
-                self.fail(request.docs[0], exc.reason)
+                self.context.fail(request.docs[0], exc.reason, "label")
             else:  # the batch as a whole failed: each document gets its own chance
                 await self.alone(request.docs)
             return
@@ -280,23 +326,15 @@ class _LabelingJob:
         await asyncio.gather(*(self.handle(self.labeler.request([doc])) for doc in pending))
 
     def save(self, answers: dict[str, BaseModel], request: LabelRequest, cost: float | None) -> None:
-        model = self.gateway.model
+        context = self.context
         records = [
-            self.labeler.record(doc_id, answer, request, self.run.id, model)
+            self.labeler.record(doc_id, answer, request, context.run.id, context.gateway.model)
             for doc_id, answer in answers.items()
             if doc_id not in self.done  # a resumed batch may hold documents labeled before the stop
         ]
         self.store.add(records)
         self.done.update(record.doc_id for record in records)
-        self.result.labeled += len(records)
-        for record in records:
-            self.result.counts[record.label] = self.result.counts.get(record.label, 0) + 1
-        self.tally.advance(len(records), cost)
-
-    def fail(self, doc: Document, reason: str) -> None:
-        self.run.record_issue(f"document {doc.id}", reason, "label")
-        self.result.failed += 1
-        self.tally.advance(1)
+        context.done([record.label for record in records], cost)
 
 
 def _labeling_plan(
@@ -373,19 +411,12 @@ def label_documents(
         "documents": len(selected),
         "prompt_hashes": sorted(labeler.prompt_hashes(batch_size > 1)),
     }
-    with workspace.run("label", params) as run:
-        result = StageResult(run.id, documents=len(selected), skipped=len(done))
-        gateway = Gateway(workspace, settings, run_id=run.id, stage="label")
-        tally = Tally(len(selected) - len(done), on_progress)
-        job = _LabelingJob(labeler, gateway, LabelStore(workspace), run, done, result, tally)
-        requests = _requests_to_send(workspace, labeler, selected, set(done), batch_size, batch_max_chars)
-        try:
-            asyncio.run(run_concurrently(requests, job.handle, settings.max_concurrency))
-        finally:
-            result.requests = gateway.http_requests
-            result.cost = run_cost(workspace, run.id)
-            run.stats = result.stats()
-    return result
+    return run_llm_stage(
+        workspace, "label", params, settings, documents=len(selected), skipped=len(done),
+        items=_requests_to_send(workspace, labeler, selected, set(done), batch_size, batch_max_chars),
+        handler=lambda context: _LabelingJob(labeler, LabelStore(workspace), done, context).handle,
+        on_progress=on_progress,
+    )  # fmt: skip
 
 
 def estimate_labeling(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,21 @@ def _gguf_in_package(package: str) -> Path:
         if found:
             return found[0]
     raise FileNotFoundError(f"no .gguf file inside package {package}")
+
+
+# llama-cpp-python's JSON-schema grammar lets a string hold raw control characters (a newline), which
+# JSON forbids, so a small model's multi-line explanation came back unparseable; llama.cpp's own
+# converter excludes them. Until llama-cpp-python follows, its rule is replaced with llama.cpp's.
+LOOSE_CHAR_RULE = r'char ::= [^"\\] |'
+JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def json_grammar(schema: dict[str, Any]) -> Any:
+    """The llama.cpp grammar that only admits JSON valid under ``schema``."""
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema)).replace(LOOSE_CHAR_RULE, JSON_CHAR_RULE)
+    return LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 class LocalModels:
@@ -80,7 +96,7 @@ class LocalModels:
             "max_tokens": params.get("max_tokens", 512),
         }
         if "schema" in params:
-            kwargs["response_format"] = {"type": "json_object", "schema": params["schema"]}
+            kwargs["grammar"] = json_grammar(params["schema"])
         wants_logprobs = "top_logprobs" in params
         if wants_logprobs:
             kwargs["logprobs"] = True

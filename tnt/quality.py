@@ -12,7 +12,6 @@ Scores are stored as numeric labels (no taxonomy version), origin ``<prompt name
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import string
@@ -26,20 +25,12 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from tnt.corpus import Document, DocumentStore
 from tnt.label import LabelRecord, LabelStore
-from tnt.labeler import (
-    DOCUMENT_PAGE,
-    ProgressCallback,
-    StageResult,
-    Tally,
-    run_concurrently,
-    run_cost,
-    unique,
-)
+from tnt.labeler import DOCUMENT_PAGE, ProgressCallback, StageContext, StageResult, run_llm_stage, unique
 from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, _litellm
 from tnt.local_llm import LOCAL_PREFIX
 from tnt.prompts import PromptLibrary
 from tnt.summarize import clip
-from tnt.workspace import Run, Workspace
+from tnt.workspace import Workspace
 
 DEFAULT_PROMPT = "ask_llm"
 SCORING_FILE = "scoring.yaml"
@@ -209,24 +200,18 @@ class QualityScorer:
 @dataclass
 class _ScoringJob:
     scorer: QualityScorer
-    gateway: Gateway
     store: LabelStore
-    run: Run
-    result: StageResult
-    tally: Tally
+    context: StageContext
 
     async def handle(self, doc: Document) -> None:
+        context = self.context
         try:
-            score, completions = await self.scorer.score(self.gateway, doc)
+            score, completions = await self.scorer.score(context.gateway, doc)
         except LLMFailure as exc:
-            self.run.record_issue(f"document {doc.id}", exc.reason, "score")
-            self.result.failed += 1
-            self.tally.advance(1)
+            context.fail(doc, exc.reason, "score")
             return
-        self.store.add([self.scorer.record(doc.id, score, self.run.id, self.gateway.model)])
-        self.result.labeled += 1
-        self.result.counts[score.method] = self.result.counts.get(score.method, 0) + 1
-        self.tally.advance(1, _total_cost(completions))
+        self.store.add([self.scorer.record(doc.id, score, context.run.id, context.gateway.model)])
+        context.done([score.method], _total_cost(completions))
 
 
 def _total_cost(completions: Sequence[Completion]) -> float | None:
@@ -279,22 +264,12 @@ def score_quality(
     settings = settings or LLMSettings()
     scorer, selected, done = _scoring_plan(workspace, doc_ids, settings.model, prompts, prompt, max_doc_chars)
     params = {"prompt": prompt, "origin": scorer.origin, "model": settings.model, "documents": len(selected)}
-    with workspace.run("score-quality", params) as run:
-        result = StageResult(run.id, documents=len(selected), skipped=len(done))
-        gateway = Gateway(workspace, settings, run_id=run.id, stage="quality")
-        tally = Tally(len(selected) - len(done), on_progress)
-        job = _ScoringJob(scorer, gateway, LabelStore(workspace), run, result, tally)
-        try:
-            asyncio.run(
-                run_concurrently(
-                    _pending_documents(workspace, selected, done), job.handle, settings.max_concurrency
-                )
-            )
-        finally:
-            result.requests = gateway.http_requests
-            result.cost = run_cost(workspace, run.id)
-            run.stats = result.stats()
-    return result
+    return run_llm_stage(
+        workspace, "score-quality", params, settings, documents=len(selected), skipped=len(done),
+        items=_pending_documents(workspace, selected, done),
+        handler=lambda context: _ScoringJob(scorer, LabelStore(workspace), context).handle,
+        on_progress=on_progress,
+    )  # fmt: skip
 
 
 def estimate_quality(
