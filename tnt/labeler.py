@@ -71,7 +71,11 @@ def _answer_fields(choices: Sequence[str], multi: bool) -> dict[str, Any]:
             list[name],
             Field(default_factory=list, description="Further labels that apply."),
         )
-    fields["explanation"] = (str, Field(description="One sentence: why the label fits."))
+    # maxLength: a hint for grammar-constrained backends, so a rambling small model closes the string
+    # inside the token budget; not validated, a provider's longer sentence is kept.
+    fields["explanation"] = (
+        str, Field(description="One sentence: why the label fits.", json_schema_extra={"maxLength": 200})
+    )
     fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="How sure, from 0 to 1."))
     return fields
 

@@ -393,6 +393,14 @@ def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
     return schema.model_json_schema()
 
 
+def offers_logprobs(model: str) -> bool:
+    """Whether the model's API takes ``top_logprobs`` (litellm rejects it for e.g. Anthropic, Ollama)."""
+    if model.startswith(LOCAL_PREFIX):
+        return True
+    supported = _litellm().get_supported_openai_params(model=model)
+    return supported is None or "top_logprobs" in supported  # None: litellm does not know; answers will tell
+
+
 def _litellm() -> ModuleType:
     """litellm, imported lazily and kept offline: its bundled price table, no telemetry banners."""
     # Without this litellm fetches its price table from GitHub at import (seconds of retries offline).

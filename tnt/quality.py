@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from tnt.corpus import Document, DocumentStore
 from tnt.label import LabelRecord, LabelStore
 from tnt.labeler import DOCUMENT_PAGE, ProgressCallback, StageContext, StageResult, run_llm_stage, unique
-from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, _litellm
-from tnt.local_llm import LOCAL_PREFIX
+from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, offers_logprobs
 from tnt.prompts import PromptLibrary
 from tnt.summarize import clip
 from tnt.workspace import Workspace
@@ -90,16 +89,6 @@ def option_probabilities(masses: dict[str, float]) -> dict[str, float] | None:
 def origin_prefix(prompt_name: str = DEFAULT_PROMPT) -> str:
     """What every score from this prompt's origin starts with ("ask-llm" for the default prompt)."""
     return prompt_name.replace("_", "-")
-
-
-def offers_logprobs(model: str) -> bool:
-    """Whether the model's API takes ``top_logprobs`` (litellm rejects it for e.g. Anthropic, Ollama)."""
-    if model.startswith(LOCAL_PREFIX):
-        return True
-    supported = _litellm().get_supported_openai_params(model=model)
-    return (
-        supported is None or "top_logprobs" in supported
-    )  # None: litellm does not know; the answers will tell
 
 
 def load_scoring(prompts: PromptLibrary, prompt_name: str) -> tuple[Scoring, str]:
