@@ -127,7 +127,8 @@ def test_answer_schema_takes_exactly_the_versions_names_and_other(workspace, tmp
     assert label_choices(taxonomy) == [*taxonomy.names, OTHER_LABEL]
     good = {"label": OTHER_LABEL, "extra_labels": [taxonomy.names[0]], "explanation": "x.", "confidence": 0.5}
     assert labeler.answer_schema.model_validate(good).label == OTHER_LABEL
-    for bad in ({"label": NOT_A_LABEL}, {"extra_labels": [NOT_A_LABEL]}, {"confidence": 1.5}):
+    assert labeler.answer_schema.model_validate(good | {"confidence": 95}).confidence == 0.95  # a percentage
+    for bad in ({"label": NOT_A_LABEL}, {"extra_labels": [NOT_A_LABEL]}, {"confidence": 1.5}, {"confidence": 250}):
         with pytest.raises(ValueError):
             labeler.answer_schema.model_validate(good | bad)
     enum = labeler.answer_schema.model_json_schema()["properties"]["label"]["enum"]

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     Field,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -76,8 +77,19 @@ def _answer_fields(choices: Sequence[str], multi: bool) -> dict[str, Any]:
     fields["explanation"] = (
         str, Field(description="One sentence: why the label fits.", json_schema_extra={"maxLength": 200})
     )
-    fields["confidence"] = (float, Field(ge=0.0, le=1.0, description="How sure, from 0 to 1."))
+    fields["confidence"] = (
+        Annotated[float, BeforeValidator(_percent_as_share)],
+        Field(ge=0.0, le=1.0, description="How sure, from 0 to 1."),
+    )
     return fields
+
+
+def _percent_as_share(value: Any) -> Any:
+    """Models often answer a 0–1 confidence as a whole percentage (95 for 0.95); other values over 1
+    (1.5, 250) stay invalid and go to the repair round."""
+    if isinstance(value, int | float) and 1 < value <= 100 and value == int(value):
+        return value / 100
+    return value
 
 
 def _named_in(choices: Sequence[str]) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:
