@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.llm_server import Reply
 from tnt.cli import app
 from tnt.corpus import DocumentStore, ingest
 from tnt.label import LabelRecord, LabelStore
@@ -204,6 +205,35 @@ def test_an_update_that_keeps_breaking_the_guardrails_leaves_the_table_it_was_gi
     assert issue["place"] == "taxonomy_update" and "label name 'Card' appears 2 times" in issue["message"]
 
 
+def test_a_failing_update_fails_the_run_when_there_is_no_valid_table_to_keep(workspace, tmp_path, llm_server):
+    add_documents(workspace, tmp_path, [f"text {i}" for i in range(8)])
+    seed = TaxonomyStore(workspace).save(
+        Taxonomy(labels=[TaxonomyLabel(name=f"Label {i}", description="Too many.") for i in range(12)], method="import")
+    )
+    provider_down = {"on": False}
+
+    def responder(body):
+        if step(body) == "UpdateAnswer" and provider_down["on"]:
+            return Reply("the provider rejects this request", status=400)
+        if step(body) == "UpdateAnswer":  # answers, but keeps all 12 labels of the seed
+            labels = [{"id": i, "name": f"Label {i}", "description": "Still too many."} for i in range(12)]
+            return json.dumps({"rating": 40, "explanation": "-", "suggested_edits": [], "labels": labels})
+        return json.dumps({"labels": table("Cards", "Transfers")})
+
+    server = llm_server(responder)
+    proposer = ProposerSettings(batch_size=4, epochs=1, validation_share=0.0)
+    seeded = GenerateOptions(use_case=USE_CASE, proposer=proposer, retries=1, summarize=False, seed_version=seed.version)
+    with pytest.raises(GuardrailFailure, match="12 labels, but there must be 2 to 10"):
+        generate_taxonomy(workspace, seeded, settings(server))  # the seed itself breaks the guardrails
+
+    provider_down["on"] = True
+    fresh = GenerateOptions(use_case=USE_CASE, proposer=proposer, retries=1, summarize=False)
+    with pytest.raises(GuardrailFailure, match="the provider rejects this request"):
+        generate_taxonomy(workspace, fresh, settings(server))  # no answer at all: nothing to judge the table by
+    assert [run["status"] for run in workspace.runs("taxonomy.generate")] == ["failed", "failed"]
+    assert [t.version for t in TaxonomyStore(workspace).all()] == [seed.version]
+
+
 def test_a_table_whose_names_keep_repeating_is_merged_after_the_retries_and_the_merge_recorded(workspace, tmp_path, llm_server):
     add_documents(workspace, tmp_path, [f"text {i}" for i in range(4)])
     answers = iter([table("Cards", "cards", "Cards"), table("Cards", "Transfers", "transfers")])
@@ -221,7 +251,7 @@ def test_a_table_whose_names_keep_repeating_is_merged_after_the_retries_and_the_
     assert taxonomy.names == ["Cards", "Transfers"]  # the latest attempt, first row of each name kept
     [issue] = workspace.run_issues(taxonomy.run_id)
     assert issue["place"] == "taxonomy_generate"
-    assert "rows sharing a name were merged ('transfers')" in issue["message"]
+    assert "rows sharing a name were merged ('Transfers')" in issue["message"]
     assert "attempt 1: label name 'Cards' appears 3 times" in issue["message"]
 
 

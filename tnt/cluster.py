@@ -28,6 +28,8 @@ PROMPT = "taxonomy_name_cluster"
 
 
 class Embedder(Protocol):
+    runtime: str  # recorded with the results: int8 ONNX on CPU and fp16 on CUDA differ slightly
+
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 

@@ -31,6 +31,7 @@ ONNX_FILE = "encoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CACHE_ENV = "TNT_CACHE_DIR"
 EXPORT_RECIPE = "eager-fused-int8-per-channel/1"  # part of the export cache key
+TOKENIZE_SLICE = 4096  # texts tokenised together by the ONNX encoder, then batched by token count
 
 
 class EncoderError(Exception):
@@ -58,6 +59,12 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def runs_on_torch(device: str | None) -> bool:
+    """The sentence-transformers model runs on an accelerator (CUDA when present, or a device named
+    such as ``mps``); on CPU the int8 ONNX export runs instead."""
+    return (device or ("cuda" if cuda_available() else "cpu")) != "cpu"
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -122,10 +129,12 @@ class OnnxSentenceEncoder(SentenceEncoderBase):
         self.batch_size = batch_size
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        token_ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for batch in length_sorted_batches([len(ids) for ids in token_ids], self.batch_size):
-            out[batch] = self.embed(self.padded([token_ids[i] for i in batch]))
+        for start in range(0, len(texts), TOKENIZE_SLICE):  # token lists held for one slice at a time
+            slice_texts = list(texts[start : start + TOKENIZE_SLICE])
+            token_ids = [encoding.ids for encoding in self.tokenizer.encode_batch(slice_texts)]
+            for batch in length_sorted_batches([len(ids) for ids in token_ids], self.batch_size):
+                out[start + batch] = self.embed(self.padded([token_ids[i] for i in batch]))
         return out
 
     def padded(self, token_ids: list[list[int]]) -> dict[str, np.ndarray]:
@@ -270,7 +279,7 @@ def export_onnx_int8(model_path: Path, target: Path) -> None:
 def sentence_encoder(model_name: str | None, device: str | None = None) -> SentenceEncoderBase:
     """The fastest runtime here: the sentence-transformers model on CUDA, else its int8 ONNX export on CPU."""
     name = DEFAULT_ENCODER if model_name in (None, DEFAULT_ENCODER) else str(resolve_model_path(model_name))
-    if (device or ("cuda" if cuda_available() else "cpu")).startswith("cuda"):
+    if runs_on_torch(device):
         return TorchSentenceEncoder(name, device)
     model_path = resolve_model_path(name)
     onnx_path, tokenizer_path = exported_onnx(model_path)
@@ -306,7 +315,7 @@ def encoder_from_config(
         )
     if config["type"] != "sentence-transformers":
         raise EncoderError(f"{directory}: unknown encoder type {config['type']!r}")
-    if (device or ("cuda" if cuda_available() else "cpu")).startswith("cuda"):
+    if runs_on_torch(device):
         return TorchSentenceEncoder(config["model"], device)
     return OnnxSentenceEncoder(
         config["model"], directory / ONNX_FILE, directory / TOKENIZER_FILE, config["max_length"], threads=threads

@@ -55,9 +55,10 @@ class LLMSettings(BaseModel):
 class LLMFailure(Exception):
     """A request that ended without a usable answer; ``reason`` says why (it is also logged)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, answered: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.answered = answered  # the model did answer, but not validly (not a transport or provider error)
 
 
 @dataclass
@@ -228,7 +229,7 @@ class Gateway:
         except (ValidationError, ValueError) as second_error:
             reason = f"invalid answer after one repair round: {_answer_problems(second_error)}"
             self._log(request_key(self.model, repair, params), stage, "invalid", reason, 0, None, 0.0)
-            raise LLMFailure(reason) from second_error
+            raise LLMFailure(reason, answered=True) from second_error
         return repaired
 
     def _native_schema(self) -> bool:

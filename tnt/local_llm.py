@@ -53,7 +53,10 @@ JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 def json_grammar(schema: dict[str, Any]) -> Any:
     """The llama.cpp grammar that only admits JSON valid under ``schema``."""
-    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+    try:
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
 
     gbnf = json_schema_to_gbnf(json.dumps(schema)).replace(LOOSE_CHAR_RULE, JSON_CHAR_RULE)
     return LlamaGrammar.from_string(gbnf, verbose=False)

@@ -25,7 +25,14 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from tnt.corpus import Document, DocumentStore
 from tnt.label import LabelRecord, LabelStore
-from tnt.labeler import DOCUMENT_PAGE, ProgressCallback, StageContext, StageResult, run_llm_stage, unique
+from tnt.labeler import (
+    DOCUMENT_PAGE,
+    ProgressCallback,
+    StageContext,
+    StageResult,
+    run_llm_stage,
+    unique,
+)
 from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, offers_logprobs
 from tnt.prompts import PromptLibrary
 from tnt.summarize import clip

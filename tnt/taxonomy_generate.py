@@ -92,30 +92,35 @@ def limited(answer: type[A], limits: TaxonomyLimits, max_groups: int | None = No
     return type(answer.__name__, (answer,), {"model_json_schema": classmethod(model_json_schema)})
 
 
-# Character bounds for the schema, tight enough that text within them rarely has more words than the
-# guardrail allows (English averages under six characters a word, space included).
-def name_chars(limits: TaxonomyLimits) -> int:
-    return 10 * limits.max_name_words
-
-
-def description_chars(limits: TaxonomyLimits) -> int:
-    return 6 * limits.max_description_words
-
-
-# One word for the schema's pattern: no space, quote, backslash or control character (JSON would need
-# them escaped), and not absurdly long.
-WORD_PATTERN = r'[^ "\\\x00-\x1F\x7F]{1,24}'
+# The schema bounds names and descriptions by words: a ``pattern`` of at most N words, each of 1 to
+# WORD_MAX_CHARS characters that JSON writes unescaped (no space, quote, backslash or control
+# character). llama.cpp's grammar then cannot break the word guardrails; for it the pattern replaces
+# ``maxLength``, which is set to the same worst case for providers that read only that.
+WORD_MAX_CHARS = 16  # "cryptocurrency" and "authentication" fit; runs of digits and dots do not
+WORD_PATTERN = rf'[^ "\\\x00-\x1F\x7F]{{1,{WORD_MAX_CHARS}}}'
 
 
 def words_pattern(max_words: int) -> str:
-    """A regex for 1 to ``max_words`` words separated by single spaces: grammar-constrained backends
-    (llama.cpp) then cannot write a name or description longer than the guardrail allows."""
+    """A regex for 1 to ``max_words`` words separated by single spaces."""
     return f"^{WORD_PATTERN}( {WORD_PATTERN}){{0,{max_words - 1}}}$"
 
 
+def words_chars(max_words: int) -> int:
+    return (WORD_MAX_CHARS + 1) * max_words
+
+
+def name_chars(limits: TaxonomyLimits) -> int:
+    return words_chars(limits.max_name_words)
+
+
+def description_chars(limits: TaxonomyLimits) -> int:
+    return words_chars(limits.max_description_words)
+
+
 def table_max_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
-    """Room for a full table even at one token per character (a small model's digits and repeats)."""
-    return 400 + (rows or limits.max_labels) * (name_chars(limits) + description_chars(limits) + 20)
+    """Room for a full table of worst-case rows at two characters a token (a small model's digits and
+    repeats come near one; ordinary text is four)."""
+    return 400 + (rows or limits.max_labels) * ((name_chars(limits) + description_chars(limits)) // 2 + 20)
 
 
 def typical_table_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
@@ -155,9 +160,12 @@ def table_view(labels: Sequence[TaxonomyLabel]) -> list[dict[str, str]]:
 class GuardrailFailure(Exception):
     """A stage whose answers kept breaking the guardrails; the message gives every attempt's reasons."""
 
-    def __init__(self, stage: str, attempts: list[list[str]], what: str = "no acceptable table"):
+    def __init__(
+        self, stage: str, attempts: list[list[str]], what: str = "no acceptable table", answered: bool = True
+    ):
         self.stage = stage
         self.attempts = attempts
+        self.answered = answered  # False: the model never answered (the provider failed every time)
         lines = [f"  attempt {i}: {'; '.join(problems)}" for i, problems in enumerate(attempts, 1)]
         self.detail = f"{what} after {len(attempts)} attempts\n" + "\n".join(lines)
         super().__init__(f"{stage}: {self.detail}")
@@ -200,6 +208,7 @@ class TableCaller:
         **variables: Any,
     ) -> A:
         attempts: list[list[str]] = []
+        answered = False
         for attempt in range(self.retries + 1):
             messages = self.render(prompt, attempts[-1] if attempts else (), **variables)
             try:
@@ -212,12 +221,14 @@ class TableCaller:
                 )
             except LLMFailure as exc:
                 attempts.append([exc.reason])
+                answered = answered or exc.answered
                 continue
+            answered = True
             problems = check(completion.parsed)
             if not problems:
                 return completion.parsed
             attempts.append(problems)
-        raise GuardrailFailure(prompt, attempts)
+        raise GuardrailFailure(prompt, attempts, answered=answered)
 
     def table_problems(self, answer: TableAnswer | UpdateAnswer | RefineAnswer) -> list[str]:
         return guardrail_problems(to_labels(answer.labels), self.limits)
@@ -240,8 +251,8 @@ class TableCaller:
             for candidate in reversed(rejected):
                 merged, repeated = merge_repeated_names(candidate)
                 if repeated and not self.table_problems(merged):
-                    self.merges.append((prompt, f"rows sharing a name were merged ({', '.join(map(repr, repeated))}) "
-                                                f"after: {failure.detail}"))  # fmt: skip
+                    names = ", ".join(map(repr, repeated))
+                    self.merges.append((prompt, f"rows sharing a name were merged ({names}) after: {failure.detail}"))
                     return merged
             raise
 
@@ -249,14 +260,14 @@ class TableCaller:
 def merge_repeated_names(answer: Table) -> tuple[Table, list[str]]:
     """``answer`` keeping the first row of each name (case-insensitive), and the names that repeated."""
     kept: dict[str, LabelDraft] = {}
-    repeated: dict[str, None] = {}
+    repeated: dict[str, str] = {}  # casefolded -> the name as first written
     for row in answer.labels:
         key = row.name.strip().casefold()
         if key in kept:
-            repeated[row.name.strip()] = None
+            repeated.setdefault(key, kept[key].name.strip())
         else:
             kept[key] = row
-    return answer.model_copy(update={"labels": list(kept.values())}), list(repeated)
+    return answer.model_copy(update={"labels": list(kept.values())}), list(repeated.values())
 
 
 # Stage: propose a table from summaries (generate → update over minibatches and epochs → review)
@@ -335,6 +346,7 @@ class TaxonomyProposer:
                         table, rating = await self.update(table, batch)
                         ratings.append(rating)
                     except GuardrailFailure as failure:
+                        self._keep_given_table(table, failure)
                         rejected.append(failure)
                 _report(on_step, f"epoch {epoch + 1}: {len(table)} labels")
             candidates.append(Candidate(epoch + 1, table, await self.rate(table, validation)))
@@ -344,10 +356,17 @@ class TaxonomyProposer:
         try:
             final = await self.review(best.labels)
         except GuardrailFailure as failure:
+            self._keep_given_table(best.labels, failure)
             rejected.append(failure)
             final = best.labels
         _report(on_step, f"reviewed: {len(final)} labels")
         return Proposal(final, await self.rate(final, validation), candidates, best, ratings, rejected)
+
+    def _keep_given_table(self, table: list[TaxonomyLabel], failure: GuardrailFailure) -> None:
+        """A step whose answers all broke the guardrails may leave its input table in place, but only
+        when the model did answer and that table passes them (a seed table may not); else it fails."""
+        if not failure.answered or guardrail_problems(table, self.caller.limits):
+            raise failure
 
     def _stalled(self, candidates: list[Candidate]) -> bool:
         patience = self.settings.patience

@@ -114,10 +114,10 @@ async def _generate(
     proposal = await proposer.propose(items, seed.leaves if seed else None, on_step)
     for failure in proposal.rejected_steps:
         run.record_issue(failure.stage, f"kept the table it was given: {failure.detail}")
+    record_merges(run, caller)
     labels = proposal.labels
     if options.levels == 2:
         labels = await TaxonomyGrouper(caller, options.max_groups).group(labels)
-    record_merges(run, caller)
     run.stats |= {
         "documents": len(documents),
         "candidates": [{"epoch": c.epoch, "score": c.score, "labels": len(c.labels)} for c in proposal.candidates],
@@ -261,9 +261,9 @@ async def _refine(
     gateway = Gateway(workspace, settings, run_id=run.id, stage="taxonomy_refine")
     caller = TableCaller(gateway, PromptLibrary(prompts_dir), base.use_case, limits, retries)
     labels, changes = await TaxonomyRefiner(caller).refine(base.leaves, feedback, corrections)
+    record_merges(run, caller)
     if len(base.leaves) != len(base.labels):  # two levels: group the revised leaves again
         labels = await TaxonomyGrouper(caller).group(labels)
-    record_merges(run, caller)
     run.stats |= {"changes": changes, "corrections": [c.__dict__ for c in corrections]}
     taxonomy = store.save(
         Taxonomy(
@@ -371,6 +371,7 @@ async def _cluster(
         labels = await TaxonomyGrouper(caller, options.max_groups).group(labels)
     for name, merged in proposal.named.merged.items():
         run.record_issue("cluster naming", f"clusters {merged} kept the same name and were merged into {name!r}")
+    embedder = f"{DEFAULT_ENCODER}:{proposer.embedder.runtime}"
     run.stats |= {"documents": len(documents), "clusters": options.k, "labels": len(proposal.labels)}
     if options.reference is not None:
         run.stats |= _agreement(workspace, options.reference, documents, proposal)
@@ -380,7 +381,7 @@ async def _cluster(
             method="cluster",
             use_case=options.use_case,
             model=settings.model,
-            params=options.model_dump(exclude={"use_case"}) | {"embedder": DEFAULT_ENCODER, "api_base": settings.api_base},
+            params=options.model_dump(exclude={"use_case"}) | {"embedder": embedder, "api_base": settings.api_base},
             prompt_hashes={"taxonomy_name_cluster": proposer.namer.prompt_hash}
             | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
             run_id=run.id,
@@ -389,7 +390,7 @@ async def _cluster(
     )
     LabelStore(workspace).add(
         LabelRecord(doc.id, "model", label, taxonomy.version, origin=f"cluster:{run.id}", run_id=run.id,
-                    model=f"kmeans/{DEFAULT_ENCODER}")
+                    model=f"kmeans/{embedder}")
         for doc, label in zip(documents, proposal.assignments)
     )  # fmt: skip
     run.stats["version"] = taxonomy.version

@@ -119,9 +119,9 @@ def progress() -> Progress:
     )
 
 
-def print_run_issues(ws: Workspace, run_id: str, shown: int = 5) -> None:
+def print_run_issues(ws: Workspace, run_id: str | None, shown: int = 5) -> None:
     """The first few issues a run recorded; the rest stay in the workspace (`tnt runs --issues`)."""
-    issues = ws.run_issues(run_id)
+    issues = ws.run_issues(run_id) if run_id else []
     for issue in issues[:shown]:
         console.print(f"[yellow]{issue['place']}[/]: {issue['message']}", highlight=False)
     if len(issues) > shown:

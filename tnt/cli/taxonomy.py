@@ -284,7 +284,8 @@ def refine(
                                        prompts_dir=str(prompts) if prompts else None)  # fmt: skip
         except (GuardrailFailure, ValueError) as exc:
             fail(str(exc))
-    print_taxonomy(taxonomy)
+        print_taxonomy(taxonomy)
+        print_run_issues(ws, taxonomy.run_id)
 
 
 @app.command()
