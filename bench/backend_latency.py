@@ -27,14 +27,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tnt import distill
-from tnt.corpus import ingest
-from tnt.label import LabelRecord, LabelStore
-from tnt.labelstudio import ProjectLink, ProjectLinks, label_config
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.corpus.ingest import ingest
+from tnt.distill.train import train as train_model
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.review.labelstudio import ProjectLink, ProjectLinks, label_config
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 from tnt.workspace import Workspace
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
+DATA = Path(__file__).resolve().parents[1] / "data" / "banking77"
 PROJECT = 1
 PASSWORD, SECRET = "bench-password", "bench-secret"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"tnt:{PASSWORD}".encode()).decode()}
@@ -54,7 +54,7 @@ def build_workspace(directory: Path, rows: list[dict[str, str]], with_model: boo
         )
         ProjectLinks(ws).save(ProjectLink(PROJECT, "http://label-studio", "bench", taxonomy.version, False))
         if with_model:
-            distill.train(ws, taxonomy_version=taxonomy.version, kind="embed-linear")
+            train_model(ws, taxonomy_version=taxonomy.version, kind="embed-linear")
         return label_config(taxonomy), {f"b{i}": r["text"] for i, r in enumerate(rows)}
 
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BANKING77 = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "banking77" / "train.csv"
+BANKING77 = Path(__file__).resolve().parents[1] / "data" / "banking77" / "train.csv"
 
 
 def timed(fn) -> tuple[float, float]:
@@ -29,7 +29,6 @@ def timed(fn) -> tuple[float, float]:
 
 
 def speed(runs: int) -> None:
-    from tnt.corpus import ingest
     from tnt.workspace import Workspace
 
     def parse() -> None:
@@ -39,8 +38,8 @@ def speed(runs: int) -> None:
 
     def ingest_twice(label_field: str | None) -> tuple[tuple[float, float], tuple[float, float]]:
         with tempfile.TemporaryDirectory() as tmp, Workspace.create(tmp) as ws:
-            first = timed(lambda: ingest(ws, [BANKING77], label_field=label_field))
-            again = timed(lambda: ingest(ws, [BANKING77], label_field=label_field))
+            first = timed(lambda: ws.ingest([BANKING77], label_field=label_field))
+            again = timed(lambda: ws.ingest([BANKING77], label_field=label_field))
         return first, again
 
     with open(BANKING77, newline="") as f:
@@ -75,14 +74,14 @@ def write_jsonl(path: Path, megabytes: float) -> int:
 
 CHILD = """
 import resource, sys, time
-from tnt.corpus import ingest
+from tnt.corpus.ingest import ingest
 from tnt.workspace import Workspace
 def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 with Workspace.create(sys.argv[1]) as ws:
     start, start_cpu = time.perf_counter(), cpu()
-    summary = ingest(ws, [sys.argv[2]])
+    summary = ws.ingest([sys.argv[2]])
     wall, used = time.perf_counter() - start, cpu() - start_cpu
     print(summary.total("added"), wall, used, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -17,14 +17,14 @@ import json
 import tempfile
 from pathlib import Path
 
-from tnt.corpus import Document
-from tnt.labeler import Labeler
-from tnt.llm import Gateway, LLMSettings, _litellm
-from tnt.prompts import PromptLibrary
-from tnt.taxonomy import Taxonomy, TaxonomyLabel
+from tnt.corpus.ingest import Document
+from tnt.labels.labeling import Labeler
+from tnt.llm.gateway import Gateway, LLMSettings, _litellm
+from tnt.llm.prompts import PromptLibrary
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel
 from tnt.workspace import Workspace
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "banking77"
+DATA = Path(__file__).resolve().parents[1] / "data" / "banking77"
 COUNT_AS = "gpt-4o-mini"
 OPENAI_MIN_CACHED_PREFIX = 1024  # OpenAI caches prompts from 1,024 tokens on
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tnt.llm import Gateway, LLMSettings, _litellm
+from tnt.llm.gateway import Gateway, LLMSettings, _litellm
 from tnt.workspace import Workspace
 
 ANSWER = '{"label": "card_declined", "confidence": 0.93}'

@@ -24,9 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from tnt.cli.review import parse_mix
-from tnt.review import Candidate, choose_for_review, cluster_least_confident, margins
+from tnt.review.sampling import (
+    ReviewCandidate,
+    choose_for_review,
+    cluster_least_confident,
+    margins,
+)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
+DATA = Path(__file__).resolve().parents[1] / "data" / "banking77"
 CACHE = Path(os.environ.get("TNT_CACHE_DIR", Path.home() / ".cache" / "tnt")) / "bench"
 TARGETS = (0.85, 0.90)
 SEED_DOCS = 200
@@ -59,13 +64,13 @@ class Tagger:
     """The embed-linear head of ``tnt train`` (``tnt.distill.LinearHead``) over frozen embeddings."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
-        from tnt.distill import LinearHead
+        from tnt.distill.heads import LinearHead
 
         self.classes_, index = np.unique(y, return_inverse=True)
         self.head = LinearHead("single", C=10.0).fit(x, index, np.ones(len(y)))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        from tnt.distill import softmax
+        from tnt.distill.heads import softmax
 
         return softmax(self.head.scores(x))
 
@@ -76,7 +81,7 @@ class Tagger:
 def tnt_choice(model: Tagger, x_pool: np.ndarray, unreviewed: np.ndarray, n: int, seed: int, mix: dict[str, float] | None) -> np.ndarray:
     """What ``tnt review sample`` does with a classifier (no LLM labels in this simulation)."""
     scored = margins(model.predict_proba(x_pool[unreviewed]), list(model.classes_))
-    candidates = [Candidate(str(i), **s) for i, s in zip(unreviewed, scored)]
+    candidates = [ReviewCandidate(str(i), **s) for i, s in zip(unreviewed, scored)]
     candidates = cluster_least_confident(candidates, lambda ids: x_pool[[int(i) for i in ids]], n, seed=seed)
     return np.array([int(pick.doc_id) for pick in choose_for_review(candidates, n, mix, seed=seed)])
 

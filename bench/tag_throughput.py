@@ -23,7 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-BANKING77 = REPO.parent / "shared" / "data" / "banking77"
+BANKING77 = REPO / "data" / "banking77"
 
 
 def load(split: str) -> tuple[list[str], list[str]]:
@@ -54,9 +54,9 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
 
-    from tnt.distill import DistilledClassifier, TextModel
-    from tnt.encoders import resolve_model_path
-    from tnt.tag import tag_files
+    from tnt.distill.encoders import resolve_model_path
+    from tnt.distill.model import DistilledClassifier, TextModel
+    from tnt.distill.tag import tag_files
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,7 +132,7 @@ def gpu_throughput(model_dir: Path, texts: list[str], repeats: int) -> None:
     """embed-linear on CUDA (fp16) over documents of about 256 tokens."""
     import torch
 
-    from tnt.distill import TextModel
+    from tnt.distill.model import TextModel
 
     model = TextModel.load(model_dir, device="cuda")
     tokenizer = model.encoder.model.tokenizer

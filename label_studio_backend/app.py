@@ -33,7 +33,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from label_studio_backend.training import Retrainer
-from tnt.labelstudio import (
+from tnt.llm.gateway import LLMSettings
+from tnt.review.labelstudio import (
     WEBHOOK_SECRET_HEADER,
     LabelConfigMismatch,
     LabelSchema,
@@ -48,8 +49,8 @@ from tnt.labelstudio import (
     task_doc_id,
     task_text,
 )
-from tnt.llm import LLMSettings
-from tnt.workspace import Workspace, WorkspaceError
+from tnt.runs import WorkspaceError
+from tnt.workspace import Workspace
 
 log = logging.getLogger("label_studio_backend")
 

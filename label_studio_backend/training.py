@@ -80,9 +80,9 @@ class Retrainer:
 
     def train(self, workspace: Workspace, taxonomy_version: int) -> Any:
         """``tnt train`` for one taxonomy version: LLM labels with human labels overriding them."""
-        from tnt import distill
+        from tnt.distill.train import train as train_model
 
-        return distill.train(workspace, taxonomy_version=taxonomy_version, kind=self.kind)
+        return train_model(workspace, taxonomy_version=taxonomy_version, kind=self.kind)
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every training started so far has ended (for tests and shutdown)."""

@@ -6,7 +6,7 @@ from tests.llm_server import ScriptedLLMServer
 from tnt.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BANKING77 = REPO_ROOT.parent / "shared" / "data" / "banking77"
+BANKING77 = REPO_ROOT / "data" / "banking77"
 
 
 @pytest.fixture(scope="session")

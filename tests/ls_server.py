@@ -21,13 +21,12 @@ from typing import Any
 
 import httpx
 
-from tnt.corpus import ingest
-from tnt.label import LabelRecord, LabelStore
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 from tnt.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BANKING77 = REPO_ROOT.parent / "shared" / "data" / "banking77"
+BANKING77 = REPO_ROOT / "data" / "banking77"
 BIN_ENV = "TNT_LABEL_STUDIO_BIN"
 REQUIRE_ENV = "TNT_REQUIRE_LABEL_STUDIO"
 DOCUMENT = re.compile(r"<document>\n(.*?)\n</document>", re.DOTALL)
@@ -159,7 +158,7 @@ def banking_workspace(
     rows = banking_rows(categories, per_category)
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"id": f"d{i:03d}", "text": t}) + "\n" for i, (t, _) in enumerate(rows)), encoding="utf-8")
-    ingest(workspace, [path], id_field="id")
+    workspace.ingest([path], id_field="id")
     names = list(dict.fromkeys(category for _, category in rows))
     labels = [TaxonomyLabel(name=n, description=f"The customer asks about {n.replace('_', ' ')}.") for n in names]
     if groups:

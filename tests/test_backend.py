@@ -22,16 +22,17 @@ from tests.ls_server import (
     oracle,
     store_llm_labels,
 )
-from tnt import distill
-from tnt.label import LabelStore
-from tnt.labelstudio import (
+from tnt.distill.store import latest_model
+from tnt.distill.train import train as train_model
+from tnt.labels.store import LabelStore
+from tnt.llm.gateway import LLMSettings
+from tnt.review.labelstudio import (
     WEBHOOK_SECRET_HEADER,
     ProjectLink,
     ProjectLinks,
     label_config,
 )
-from tnt.llm import LLMSettings
-from tnt.taxonomy import TaxonomyStore
+from tnt.taxonomy.store import TaxonomyStore
 
 USER, PASSWORD, SECRET = "tnt", "backend-password", "webhook-secret"
 PROJECT = 7
@@ -242,7 +243,7 @@ def test_a_two_level_taxonomy_gets_taxonomy_paths(workspace, tmp_path):
 def test_fifty_concurrent_predicts_all_succeed(workspace, corpus, source):
     taxonomy, _, texts = corpus
     if source == "distilled model":
-        model = distill.train(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
+        model = train_model(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
     settings = BackendSettings(workspace.directory, USER, PASSWORD, SECRET)
     doc_ids = list(texts)[:20]
 
@@ -303,7 +304,7 @@ def test_new_human_labels_and_start_training_retrain_in_the_background(workspace
     ]  # fmt: skip
     assert [reply["training_started"] for reply in replies] == [False, False, True]
     backend.retrainer.wait(120)
-    first_model = distill.latest_model(workspace, taxonomy.version)
+    first_model = latest_model(workspace, taxonomy.version)
     assert first_model is not None and first_model.kind == "hashing-linear"
     after = client.post("/setup", json=schema, headers=basic()).json()["model_version"]
     assert after == f"tnt-v{taxonomy.version}/{first_model.id}" != before
@@ -312,11 +313,11 @@ def test_new_human_labels_and_start_training_retrain_in_the_background(workspace
     reply = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}, headers=basic())
     assert reply.json() == {"status": "training started"}
     backend.retrainer.wait(120)
-    assert distill.latest_model(workspace, taxonomy.version).id != first_model.id
+    assert latest_model(workspace, taxonomy.version).id != first_model.id
     assert client.get("/health", headers=basic()).json()["training"][str(taxonomy.version)]["trained"] == 2
     # The distilled model now answers /predict.
     results = client.post("/predict", json=predict_body(taxonomy, ["d000"], texts), headers=basic()).json()["results"]
-    assert results[0]["model_version"] == f"tnt-v{taxonomy.version}/{distill.latest_model(workspace, taxonomy.version).id}"
+    assert results[0]["model_version"] == f"tnt-v{taxonomy.version}/{latest_model(workspace, taxonomy.version).id}"
     assert results[0]["result"][0]["value"]["choices"][0] in TaxonomyStore(workspace).get(taxonomy.version).names
 
 

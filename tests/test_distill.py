@@ -13,19 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tnt.cli import app
-from tnt.corpus import ingest
-from tnt.distill import (
-    DistilledClassifier,
-    DistilledRegressor,
-    ModelStore,
-    TextModel,
-    evaluate,
-    latest_model,
-    load_model,
-    train,
-)
-from tnt.label import LabelRecord, LabelStore
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.distill.model import DistilledClassifier, DistilledRegressor, TextModel
+from tnt.distill.store import ModelStore, latest_model, load_model
+from tnt.distill.train import evaluate, train
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 
 INTENTS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked",
            "cash_withdrawal_charge", "declined_transfer", "age_limit", "apple_pay_or_google_pay", "terminate_account"]  # fmt: skip
@@ -139,7 +131,7 @@ def fill_workspace(workspace, tmp_path, rows, n_human: int, llm_noise: float = 0
         writer = csv.writer(out)
         writer.writerow(["id", "text"])
         writer.writerows((f"d{i}", text) for i, (text, _) in enumerate(rows))
-    ingest(workspace, [path], id_field="id")
+    workspace.ingest([path], id_field="id")
     version = TaxonomyStore(workspace).save(Taxonomy(labels=[TaxonomyLabel(name=n) for n in INTENTS])).version
     rng = random.Random(seed)
     llm = [
@@ -174,7 +166,7 @@ def test_train_evaluates_on_human_labels_and_reports_llm_agreement(workspace, tm
     assert info.path.parent == workspace.directory / "models"
     model = load_model(workspace, info.id)
     assert model.id == info.id and model.meta["taxonomy_version"] == version and model.meta["metrics"]["n"] == 50
-    run = workspace.get_run(m_run := model.meta["run_id"])
+    run = workspace.runs.get(m_run := model.meta["run_id"])
     assert run["kind"] == "train" and run["status"] == "completed" and run["stats"]["model"] == info.id and m_run
 
 
@@ -193,7 +185,7 @@ def test_human_labels_override_llm_labels_in_training(workspace, tmp_path, banki
 
 
 def test_too_few_labels_is_a_clear_error(workspace, tmp_path, banking77):
-    from tnt.distill import DistillError
+    from tnt.distill.heads import DistillError
 
     version = fill_workspace(workspace, tmp_path, banking_rows(banking77, 30)[:5], n_human=0)
     with pytest.raises(DistillError, match="only 5 labeled documents"):
@@ -228,7 +220,11 @@ def test_torch_runtime_and_int8_onnx_runtime_agree(banking77):
     """The GPU runtime (exercised here on CPU) matches sentence-transformers; the int8 export stays close."""
     from sentence_transformers import SentenceTransformer
 
-    from tnt.encoders import TorchSentenceEncoder, resolve_model_path, sentence_encoder
+    from tnt.distill.encoders import (
+        TorchSentenceEncoder,
+        resolve_model_path,
+        sentence_encoder,
+    )
 
     texts = [t for t, _ in banking77["test"][:64]]
     reference = SentenceTransformer(str(resolve_model_path(None)), device="cpu").encode(texts)

@@ -16,10 +16,17 @@ from typer.testing import CliRunner
 
 from tests.conftest import BANKING77
 from tnt.cli import app
-from tnt.corpus import BATCH_ROWS, DocumentStore, IngestError, document_id, ingest
-from tnt.label import LabelStore
-from tnt.taxonomy import TaxonomyStore
-from tnt.workspace import Workspace, WorkspaceError
+from tnt.corpus.ingest import (
+    BATCH_ROWS,
+    DocumentStore,
+    IngestError,
+    document_id,
+    ingest,
+)
+from tnt.labels.store import LabelStore
+from tnt.runs import WorkspaceError
+from tnt.taxonomy.store import TaxonomyStore
+from tnt.workspace import Workspace
 
 
 def write_jsonl(path: Path, records: list[Any]) -> Path:
@@ -37,7 +44,7 @@ def texts(ws: Workspace) -> list[str]:
 
 
 def issues(ws: Workspace, run_id: str) -> list[tuple[str, str, str]]:
-    return [(i["place"], i["field"], i["message"]) for i in ws.run_issues(run_id)]
+    return [(i["place"], i["field"], i["message"]) for i in ws.runs.issues(run_id)]
 
 
 def banking77_head(tmp_path: Path, rows: int) -> Path:
@@ -52,7 +59,7 @@ def banking77_head(tmp_path: Path, rows: int) -> Path:
 
 def test_jsonl_documents_get_content_hash_ids_and_keep_other_fields_as_metadata(workspace, tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"text": "first", "lang": "en"}, {"text": "second"}])
-    summary = ingest(workspace, [path])
+    summary = workspace.ingest([path])
     assert (summary.total("rows_read"), summary.total("added"), summary.issue_count) == (2, 2, 0)
     row = next(workspace.db["documents"].rows_where("id = ?", [document_id("first")]))
     assert json.loads(row["meta"]) == {"lang": "en"}
@@ -67,23 +74,23 @@ def test_the_content_hash_id_is_stable():
 
 def test_reimporting_adds_nothing_twice(workspace, tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"text": "one"}, {"text": "two"}, {"text": "one"}])
-    first = ingest(workspace, [path])
+    first = workspace.ingest([path])
     assert (first.total("added"), first.total("already_present")) == (2, 1)  # the repeat inside the file
-    second = ingest(workspace, [path])
+    second = workspace.ingest([path])
     assert (second.total("added"), second.total("already_present"), second.issue_count) == (0, 3, 0)
     assert DocumentStore(workspace).count() == 2
 
 
 def test_id_field_accepts_strings_and_integers(workspace, tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"id": "a-1", "body": "x"}, {"id": 7, "body": "y"}])
-    ingest(workspace, [path], text_field="body", id_field="id")
+    workspace.ingest([path], text_field="body", id_field="id")
     assert DocumentStore(workspace).ids() == ["a-1", "7"]
 
 
 def test_csv_with_quoted_newlines_reports_the_line_where_a_later_record_starts(workspace, tmp_path):
     path = tmp_path / "q.csv"
     path.write_text('text,category\n"two\nlines",a\n"three\nmore\nlines",b\n"",c\nlast,d\n')
-    summary = ingest(workspace, [path])
+    summary = workspace.ingest([path])
     assert sorted(texts(workspace)) == ["last", "three\nmore\nlines", "two\nlines"]
     assert issues(workspace, summary.run_id) == [(f"{path} line 7", "text", "field 'text' is empty")]
 
@@ -92,7 +99,7 @@ def test_tsv_and_gzipped_jsonl(workspace, tmp_path):
     (tmp_path / "a.tsv").write_text("id\ttext\n1\ttab separated\n")
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as out:
         out.write('{"text": "compressed"}\n')
-    summary = ingest(workspace, [tmp_path / "a.tsv", tmp_path / "b.jsonl.gz"])
+    summary = workspace.ingest([tmp_path / "a.tsv", tmp_path / "b.jsonl.gz"])
     assert summary.total("added") == 2 and sorted(texts(workspace)) == ["compressed", "tab separated"]
 
 
@@ -100,7 +107,7 @@ def test_parquet_is_read_in_batches_with_integer_ids(workspace, tmp_path):
     n = BATCH_ROWS * 2 + 5
     table = pa.table({"id": list(range(n)), "text": [f"doc {i}" for i in range(n)], "vec": [[0.1, 0.2]] * n})
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=700)
-    summary = ingest(workspace, [tmp_path / "a.parquet"], id_field="id")
+    summary = workspace.ingest([tmp_path / "a.parquet"], id_field="id")
     assert summary.total("added") == n
     assert DocumentStore(workspace).get(["2004"])[0].text == "doc 2004"
     assert workspace.db["documents"].get("0")["meta"] is None  # nested columns (embeddings) are not read
@@ -111,7 +118,7 @@ def test_arrow_ipc_files_in_either_format(workspace, tmp_path, writer):
     table = pa.table({"text": ["one", "two"], "score": [0.5, 0.7]})
     with writer(str(tmp_path / "a.arrow"), table.schema) as out:
         out.write_table(table, max_chunksize=1)
-    summary = ingest(workspace, [tmp_path / "a.arrow"])
+    summary = workspace.ingest([tmp_path / "a.arrow"])
     assert summary.total("added") == 2 and texts(workspace) == ["one", "two"]
     assert json.loads(workspace.db["documents"].get(document_id("two"))["meta"]) == {"score": 0.7}
 
@@ -119,12 +126,12 @@ def test_arrow_ipc_files_in_either_format(workspace, tmp_path, writer):
 def test_globs_expand_in_order_and_a_glob_matching_nothing_is_an_error(workspace, tmp_path):
     for name in ("b", "a", "c"):
         write_jsonl(tmp_path / f"{name}.jsonl", [{"text": f"from {name}"}])
-    summary = ingest(workspace, [str(tmp_path / "*.jsonl"), tmp_path / "a.jsonl"])  # a.jsonl only once
+    summary = workspace.ingest([str(tmp_path / "*.jsonl"), tmp_path / "a.jsonl"])  # a.jsonl only once
     assert [f.name for f in summary.files] == [str(tmp_path / f"{n}.jsonl") for n in "abc"]
     assert texts(workspace) == ["from a", "from b", "from c"]
     with pytest.raises(IngestError, match=r"no files match '.*\*\.csv'"):
-        ingest(workspace, [str(tmp_path / "*.csv")])
-    assert len(workspace.runs("ingest")) == 1  # nothing started
+        workspace.ingest([str(tmp_path / "*.csv")])
+    assert len(workspace.runs.list("ingest")) == 1  # nothing started
 
 
 @pytest.mark.parametrize(
@@ -140,7 +147,7 @@ def test_unusable_paths_fail_before_anything_is_read(workspace, tmp_path, name, 
     (tmp_path / "data.xlsx").write_bytes(b"PK")
     (tmp_path / "plain_dir").mkdir()
     with pytest.raises(IngestError, match=message):
-        ingest(workspace, [good, tmp_path / name])
+        workspace.ingest([good, tmp_path / name])
     assert DocumentStore(workspace).count() == 0
 
 
@@ -151,7 +158,7 @@ def test_huggingface_datasets_directories_with_class_labels_and_splits(workspace
     train = datasets.Dataset.from_dict({"text": ["bad film", "great film", "unlabeled"], "label": [0, 1, -1]}, features)
     test = datasets.Dataset.from_dict({"text": ["fine film"], "label": [1]}, features)
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "movies")
-    summary = ingest(workspace, [tmp_path / "movies"], label_field="label")
+    summary = workspace.ingest([tmp_path / "movies"], label_field="label")
     assert [f.name for f in summary.files] == [f"{tmp_path / 'movies'}/train", f"{tmp_path / 'movies'}/test"]
     assert summary.total("added") == 4 and summary.labels_added == 3
     current = LabelStore(workspace).current(summary.taxonomy_version, "human")
@@ -159,7 +166,7 @@ def test_huggingface_datasets_directories_with_class_labels_and_splits(workspace
         "bad film": "neg", "great film": "pos", "fine film": "pos"
     }  # fmt: skip
     train.save_to_disk(tmp_path / "single")  # a Dataset, not a DatasetDict
-    assert ingest(workspace, [tmp_path / "single"]).total("already_present") == 3
+    assert workspace.ingest([tmp_path / "single"]).total("already_present") == 3
 
 
 # Bad input: every kind names file, line/row and field, and the good rows land
@@ -184,27 +191,27 @@ BAD_JSONL_LINES = {
 def test_a_bad_jsonl_line_is_skipped_with_its_place_and_the_rest_lands(workspace, tmp_path, kind):
     line, field, message = BAD_JSONL_LINES[kind]
     path = write_lines(tmp_path / "in.jsonl", [b'{"text": "before"}', line, b'{"text": "after"}'])
-    summary = ingest(workspace, [path])
+    summary = workspace.ingest([path])
     assert texts(workspace) == ["before", "after"]
     [(place, got_field, got_message)] = issues(workspace, summary.run_id)
     assert (place, got_field) == (f"{path} line 2", field)
     assert got_message.startswith(message)
-    assert summary.files[0].skipped == 1 and workspace.get_run(summary.run_id)["status"] == "completed"
+    assert summary.files[0].skipped == 1 and workspace.runs.get(summary.run_id)["status"] == "completed"
 
 
 def test_a_10_mb_document_is_rejected_by_the_length_limit(workspace, tmp_path):
     path = write_jsonl(tmp_path / "big.jsonl", [{"text": "x" * 10_000_000}, {"text": "small"}])
-    summary = ingest(workspace, [path])
+    summary = workspace.ingest([path])
     assert texts(workspace) == ["small"]
     assert issues(workspace, summary.run_id) == [
         (f"{path} line 1", "text", "field 'text' has 10,000,000 characters; the limit is 1,000,000 (--max-chars)")
     ]
-    assert ingest(workspace, [path], max_chars=10_000_000).total("added") == 1  # the limit is a choice
+    assert workspace.ingest([path], max_chars=10_000_000).total("added") == 1  # the limit is a choice
 
 
 def test_a_line_too_long_to_hold_is_skipped_without_reading_it_whole(workspace, tmp_path):
     path = write_lines(tmp_path / "long.jsonl", [b'{"text": "' + b"y" * 3_000_000 + b'"}', b'{"text": "ok"}'])
-    summary = ingest(workspace, [path], max_chars=10)
+    summary = workspace.ingest([path], max_chars=10)
     assert texts(workspace) == ["ok"]
     [(place, _, message)] = issues(workspace, summary.run_id)
     assert place == f"{path} line 1" and message.startswith("line is longer than 1,048,696 bytes")
@@ -212,7 +219,7 @@ def test_a_line_too_long_to_hold_is_skipped_without_reading_it_whole(workspace, 
 
 def test_duplicate_ids_with_different_text_in_one_file(workspace, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "text": "a"}, {"id": 1, "text": "a"}, {"id": 1, "text": "b"}])
-    summary = ingest(workspace, [path], id_field="id")
+    summary = workspace.ingest([path], id_field="id")
     assert texts(workspace) == ["a"] and summary.files[0].already_present == 1
     assert issues(workspace, summary.run_id) == [
         (f"{path} line 3", "id", f"id '1' already holds a different text (from {path.resolve()} line 1)")
@@ -220,9 +227,9 @@ def test_duplicate_ids_with_different_text_in_one_file(workspace, tmp_path):
 
 
 def test_duplicate_ids_with_different_text_against_the_workspace(workspace, tmp_path):
-    ingest(workspace, [write_jsonl(tmp_path / "old.jsonl", [{"id": "k", "text": "old"}])], id_field="id")
+    workspace.ingest([write_jsonl(tmp_path / "old.jsonl", [{"id": "k", "text": "old"}])], id_field="id")
     path = write_jsonl(tmp_path / "new.jsonl", [{"id": "k", "text": "new"}, {"id": "m", "text": "fresh"}])
-    summary = ingest(workspace, [path], id_field="id")
+    summary = workspace.ingest([path], id_field="id")
     assert texts(workspace) == ["old", "fresh"]
     [(place, field, message)] = issues(workspace, summary.run_id)
     assert (place, field) == (f"{path} line 1", "id") and f"from {(tmp_path / 'old.jsonl').resolve()} line 1" in message
@@ -239,7 +246,7 @@ def test_bad_csv_rows(workspace, tmp_path):
         b"too,many,fields\n"
         b"good two,e\n"
     )
-    summary = ingest(workspace, [path])
+    summary = workspace.ingest([path])
     assert texts(workspace) == ["good one", "spans\ntwo lines", "good two"]
     assert issues(workspace, summary.run_id) == [
         (f"{path} line 5", "text", "field 'text' is not valid UTF-8 (at character 4)"),
@@ -252,7 +259,7 @@ def test_a_csv_without_the_text_column_is_skipped_whole_and_other_files_still_la
     bad = tmp_path / "bad.csv"
     bad.write_text("body,category\nx,y\n")
     good = write_jsonl(tmp_path / "good.jsonl", [{"text": "fine"}])
-    summary = ingest(workspace, [bad, good])
+    summary = workspace.ingest([bad, good])
     assert texts(workspace) == ["fine"]
     assert issues(workspace, summary.run_id) == [(str(bad), "", "no column 'text' (columns: body, category)")]
     assert summary.files[0].stopped
@@ -261,7 +268,7 @@ def test_a_csv_without_the_text_column_is_skipped_whole_and_other_files_still_la
 def test_a_parquet_column_of_the_wrong_type(workspace, tmp_path):
     pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "ints.parquet")
     pq.write_table(pa.table({"text": ["fine", None, ""]}), tmp_path / "strings.parquet")
-    summary = ingest(workspace, [tmp_path / "ints.parquet", tmp_path / "strings.parquet"])
+    summary = workspace.ingest([tmp_path / "ints.parquet", tmp_path / "strings.parquet"])
     assert texts(workspace) == ["fine"]
     assert issues(workspace, summary.run_id) == [
         (str(tmp_path / "ints.parquet"), "", "column 'text' has type int64; it must be a string"),
@@ -272,14 +279,14 @@ def test_a_parquet_column_of_the_wrong_type(workspace, tmp_path):
 
 def test_a_corrupt_parquet_file_is_reported_not_raised(workspace, tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
-    summary = ingest(workspace, [tmp_path / "broken.parquet"])
+    summary = workspace.ingest([tmp_path / "broken.parquet"])
     [(place, _, message)] = issues(workspace, summary.run_id)
     assert place == str(tmp_path / "broken.parquet") and message.startswith("unreadable:")
 
 
 def test_a_file_whose_first_rows_all_fail_is_given_up_early(workspace, tmp_path):
     path = write_jsonl(tmp_path / "wrong.jsonl", [{"body": f"doc {i}"} for i in range(BATCH_ROWS + 500)])
-    summary = ingest(workspace, [path])
+    summary = workspace.ingest([path])
     assert summary.files[0].rows_read == BATCH_ROWS
     assert summary.issues[0].message == "missing field 'text' (fields: body)"
     assert "first 1,000 rows all failed" in issues(workspace, summary.run_id)[-1][2]
@@ -290,10 +297,10 @@ def test_on_error_fail_stops_at_the_first_problem_and_writes_nothing_of_the_run(
     records = [{"text": f"doc {i}"} for i in range(BATCH_ROWS * 2)] + [{"text": 3}]
     second = write_jsonl(tmp_path / "b.jsonl", records)
     with pytest.raises(IngestError) as raised:
-        ingest(workspace, [first, second], on_error="fail")
+        workspace.ingest([first, second], on_error="fail")
     assert str(raised.value) == f"{second} line {BATCH_ROWS * 2 + 1}: field 'text' must be a string, not an integer"
     assert DocumentStore(workspace).count() == 0
-    run = workspace.get_run(raised.value.run_id)
+    run = workspace.runs.get(raised.value.run_id)
     assert run["status"] == "failed" and run["stats"]["rolled_back"]
     assert issues(workspace, run["id"]) == [
         (f"{second} line 2001", "text", "field 'text' must be a string, not an integer")
@@ -307,17 +314,17 @@ def test_an_interrupted_import_keeps_its_committed_batches_and_a_rerun_finishes_
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ingest(workspace, [path], on_progress=interrupt)
-    interrupted = workspace.last_run("ingest")
+        workspace.ingest([path], on_progress=interrupt)
+    interrupted = workspace.runs.last("ingest")
     assert interrupted["status"] == "interrupted" and DocumentStore(workspace).count() == BATCH_ROWS
-    rerun = ingest(workspace, [path])
+    rerun = workspace.ingest([path])
     assert (rerun.total("already_present"), rerun.total("added")) == (BATCH_ROWS, BATCH_ROWS * 2)
 
 
 def test_progress_reports_every_row_read(workspace, tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"text": f"t{i}"} for i in range(2500)] + [{"text": ""}])
     reported: list[int] = []
-    ingest(workspace, [path], on_progress=reported.append)
+    workspace.ingest([path], on_progress=reported.append)
     assert sum(reported) == 2501 and len(reported) >= 3
 
 
@@ -326,7 +333,7 @@ def test_progress_reports_every_row_read(workspace, tmp_path):
 
 def test_label_field_imports_human_labels_under_an_import_taxonomy(workspace, tmp_path):
     path = banking77_head(tmp_path, 200)
-    summary = ingest(workspace, [path], label_field="category")
+    summary = workspace.ingest([path], label_field="category")
     with open(path, newline="") as f:
         categories = {row["category"] for row in csv.DictReader(f)}
     taxonomy = TaxonomyStore(workspace).get(summary.taxonomy_version)
@@ -337,7 +344,7 @@ def test_label_field_imports_human_labels_under_an_import_taxonomy(workspace, tm
     doc = DocumentStore(workspace).get([document_id("I am still waiting on my card?")])[0]
     assert current[doc.id]["label"] == "card_arrival" and current[doc.id]["run_id"] == summary.run_id
 
-    again = ingest(workspace, [path], label_field="category")
+    again = workspace.ingest([path], label_field="category")
     assert (again.taxonomy_version, again.labels_added, again.labels_already_present) == (taxonomy.version, 0, 200)
     assert len(TaxonomyStore(workspace).all()) == 1 and LabelStore(workspace).count() == 200
 
@@ -345,8 +352,8 @@ def test_label_field_imports_human_labels_under_an_import_taxonomy(workspace, tm
 def test_labels_beyond_one_batch_are_imported_once(workspace, tmp_path):
     rows = [{"text": f"doc {i}", "y": f"class {i % 3}"} for i in range(BATCH_ROWS * 2 + 500)]
     path = write_jsonl(tmp_path / "l.jsonl", rows)
-    first = ingest(workspace, [path], label_field="y")
-    again = ingest(workspace, [path], label_field="y")
+    first = workspace.ingest([path], label_field="y")
+    again = workspace.ingest([path], label_field="y")
     assert (first.labels_added, again.labels_added, again.labels_already_present) == (len(rows), 0, len(rows))
     assert LabelStore(workspace).count(first.taxonomy_version, "human") == len(rows)
 
@@ -354,13 +361,13 @@ def test_labels_beyond_one_batch_are_imported_once(workspace, tmp_path):
 def test_a_failed_run_imports_no_labels_and_makes_no_taxonomy(workspace, tmp_path):
     path = write_jsonl(tmp_path / "l.jsonl", [{"text": "a", "y": "x"}, {"text": "b", "y": ["not", "a", "label"]}])
     with pytest.raises(IngestError, match="line 2: field 'y' must be a string or an integer, not an array"):
-        ingest(workspace, [path], label_field="y", on_error="fail")
+        workspace.ingest([path], label_field="y", on_error="fail")
     assert (LabelStore(workspace).count(), TaxonomyStore(workspace).all(), DocumentStore(workspace).count()) == (0, [], 0)
 
 
 def test_a_document_given_two_labels_by_one_file_keeps_the_first(workspace, tmp_path):
     path = write_jsonl(tmp_path / "l.jsonl", [{"text": "t", "y": "a"}, {"text": "t", "y": "b"}, {"text": "u"}])
-    summary = ingest(workspace, [path], label_field="y")
+    summary = workspace.ingest([path], label_field="y")
     assert issues(workspace, summary.run_id) == [
         (f"{path} line 2", "y", f"label 'b' contradicts label 'a' given to the same document at {path} line 1")
     ]
@@ -369,7 +376,7 @@ def test_a_document_given_two_labels_by_one_file_keeps_the_first(workspace, tmp_
 
 def test_a_label_field_no_row_has_is_reported(workspace, tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"text": "t", "category": "x"}])
-    summary = ingest(workspace, [path], label_field="categry")
+    summary = workspace.ingest([path], label_field="categry")
     assert issues(workspace, summary.run_id) == [(str(path), "categry", "no row has a value in field 'categry'")]
     assert summary.taxonomy_version is None and DocumentStore(workspace).count() == 1
 
@@ -411,7 +418,7 @@ def test_cli_ingest_prints_the_summary_and_the_first_problems(workspace, tmp_pat
     path = write_lines(tmp_path / "in.jsonl", [b'{"text": "a"}', b"{oops", b'{"text": "b"}'])
     result = CliRunner().invoke(app, ["ingest", str(path), "--workspace", str(workspace.directory)])
     assert result.exit_code == 0, result.output
-    run_id = workspace.last_run("ingest")["id"]
+    run_id = workspace.runs.last("ingest")["id"]
     assert f"Ingest run {run_id}" in result.output
     assert "│ 3         │ 2     │ 0               │ 1" in result.output
     assert "1 problem(s)" in result.output and "in.jsonl line 2: malformed JSON" in result.output

@@ -12,12 +12,13 @@ import pytest
 
 from tests.conftest import BANKING77
 from tests.llm_server import Faults
-from tnt.corpus import Document, DocumentStore, ingest
-from tnt.label import LabelStore
-from tnt.labeler import Labeler, label_choices, label_documents, select_documents
-from tnt.llm import Gateway, LLMSettings
-from tnt.prompts import PromptLibrary
-from tnt.taxonomy import OTHER_LABEL, Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.corpus.ingest import Document, DocumentStore
+from tnt.corpus.store import select_documents
+from tnt.labels.labeling import Labeler, label_choices, label_documents
+from tnt.labels.store import LabelStore
+from tnt.llm.gateway import Gateway, LLMSettings
+from tnt.llm.prompts import PromptLibrary
+from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyLabel, TaxonomyStore
 from tnt.workspace import Workspace
 
 DOCUMENT = re.compile(r"<document>\n(.*?)\n</document>", re.DOTALL)
@@ -39,7 +40,7 @@ def setup_corpus(
     rows = banking_rows(count)
     path = tmp_path / "docs.jsonl"
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text, _ in rows), encoding="utf-8")
-    ingest(workspace, [path])
+    workspace.ingest([path])
     categories = list(dict.fromkeys(category for _, category in rows))[:n_labels]
     taxonomy = TaxonomyStore(workspace).save(
         Taxonomy(
@@ -170,7 +171,7 @@ def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_not
     labeled = {row["doc_id"]: row for row in rows}
     issues = {
         issue["place"].removeprefix("document "): issue["message"]
-        for issue in workspace.run_issues(result.run_id)
+        for issue in workspace.runs.issues(result.run_id)
     }
     assert sum(server.faults.values()) > 10
     assert len(rows) == len(labeled) == result.labeled  # one row per document per run

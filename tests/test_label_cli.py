@@ -83,4 +83,4 @@ def test_score_quality_prints_the_method_of_each_score(workspace, tmp_path, llm_
     assert result.exit_code == 0, result.output
     assert "6 done, 0 failed" in result.output and "logprobs" in result.output
     assert all(len(documents_in(body)) == 1 for body in server.requests)
-    assert json.loads(workspace.last_run("score-quality")["stats"])["counts"] == {"logprobs": 6}
+    assert json.loads(workspace.runs.last("score-quality")["stats"])["counts"] == {"logprobs": 6}

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from tests.llm_server import Reply
 from tests.test_label import Oracle, settings_for, setup_corpus
 from tnt.cli import app
-from tnt.label import LabelStore
-from tnt.labeler import label_documents, select_documents
+from tnt.corpus.store import select_documents
+from tnt.labels.labeling import label_documents
+from tnt.labels.store import LabelStore
 from tnt.workspace import Workspace
 
 CONCURRENCY = 4
@@ -118,5 +119,5 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path, llm_server, 
         bodies = Counter(json.dumps(body, sort_keys=True) for body in server.requests)
         assert bodies.most_common(1)[0][1] == 1, "a request the server answered was sent again"
         assert server.count == baseline.count  # nothing answered in vain either
-        runs = [run["status"] for run in killed.runs("label")]
+        runs = [run["status"] for run in killed.runs.list("label")]
         assert runs == ["running", "completed"]  # a SIGKILLed run cannot mark itself

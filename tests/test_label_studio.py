@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from tests.ls_server import banking_workspace
 from tnt.cli import app
-from tnt.label import LabelStore
-from tnt.labelstudio import (
+from tnt.labels.store import LabelStore
+from tnt.review.labelstudio import (
     LabelConfigMismatch,
     LabelSchema,
     ProjectLink,
@@ -20,7 +20,7 @@ from tnt.labelstudio import (
     prediction_errors,
     store_annotation,
 )
-from tnt.taxonomy import OTHER_LABEL, Taxonomy, TaxonomyLabel
+from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyLabel
 
 
 def flat() -> Taxonomy:

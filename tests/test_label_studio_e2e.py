@@ -22,11 +22,13 @@ from tests.ls_server import (
     label_studio_binary,
     oracle,
 )
-from tnt import distill
 from tnt.cli import app
-from tnt.label import LabelStore
-from tnt.labeler import label_documents
-from tnt.labelstudio import (
+from tnt.distill.store import latest_model
+from tnt.labels.labeling import label_documents
+from tnt.labels.store import LabelStore
+from tnt.llm.gateway import LLMSettings
+from tnt.review.agreement import agreement
+from tnt.review.labelstudio import (
     WEBHOOK_SECRET_HEADER,
     client,
     connect,
@@ -34,8 +36,7 @@ from tnt.labelstudio import (
     pull,
     push,
 )
-from tnt.llm import LLMSettings
-from tnt.review import agreement, sample_for_review
+from tnt.review.sampling import sample_for_review
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +144,7 @@ def test_review_loop_through_a_real_label_studio(label_studio, workspace, tmp_pa
         # "Start training" in Label Studio: a new model, a new model_version, new predictions.
         ml_backend = ls.ml.list(project=project.id)[0]
         ls.ml.train(id=ml_backend.id)
-        model = wait_for(lambda: distill.latest_model(workspace, version), 120, "no model was trained")
+        model = wait_for(lambda: latest_model(workspace, version), 120, "no model was trained")
         ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
         versions = [{p.model_version for p in t.predictions} for t in ls.tasks.list(project=project.id, fields="all")]
         assert all(v == {llm_version, f"tnt-v{version}/{model.id}"} for v in versions)

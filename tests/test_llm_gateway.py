@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tests.conftest import REPO_ROOT
 from tests.llm_server import Faults, Reply
 from tnt.cli import app
-from tnt.llm import (
+from tnt.llm.gateway import (
     Gateway,
     LiteLLMTransport,
     LLMFailure,
@@ -262,7 +262,7 @@ def test_cache_survives_into_another_process(workspace, llm_server):
         f"""
         import asyncio
         from tests.test_llm_gateway import Intent, ask
-        from tnt.llm import Gateway, LLMSettings
+        from tnt.llm.gateway import Gateway, LLMSettings
         from tnt.workspace import Workspace
         settings = LLMSettings(model="openai/scripted", api_base={server.url!r})
         completion = asyncio.run(Gateway(Workspace.open({str(workspace.directory)!r}), settings).complete(ask("hello"), Intent))

@@ -10,8 +10,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from tnt.llm import DEFAULT_MODEL, Gateway, LLMSettings
-from tnt.local_llm import LocalModels, resolve_model_path
+from tnt.llm.gateway import DEFAULT_MODEL, Gateway, LLMSettings
+from tnt.llm.local import LocalModels, resolve_model_path
 
 
 class Topic(BaseModel):

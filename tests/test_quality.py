@@ -12,18 +12,18 @@ import pytest
 
 from tests.llm_server import Reply
 from tests.test_label import documents_in, settings_for, setup_corpus
-from tnt.corpus import DocumentStore
-from tnt.label import LabelStore
-from tnt.labeler import select_documents
-from tnt.llm import LLMSettings
-from tnt.prompts import PromptLibrary
-from tnt.quality import (
+from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import select_documents
+from tnt.labels.quality import (
     ScoringError,
     option_masses,
     option_probabilities,
     origin_prefix,
     score_quality,
 )
+from tnt.labels.store import LabelStore
+from tnt.llm.gateway import LLMSettings
+from tnt.llm.prompts import PromptLibrary
 
 P = math.log
 

@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 
 from tests.conftest import BANKING77
 from tnt.cli import app
-from tnt.corpus import DocumentStore, ingest
-from tnt.label import LabelRecord, LabelStore
-from tnt.llm import Gateway, LLMSettings
+from tnt.corpus.ingest import DocumentStore
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.llm.gateway import Gateway, LLMSettings
 from tnt.report import ReportOptions, build_report
+from tnt.runs import WorkspaceError
 from tnt.select import SelectionSpec, select
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
-from tnt.workspace import Workspace, WorkspaceError
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.workspace import Workspace
 
 CHROMIUM = os.environ.get("TNT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -41,7 +42,7 @@ def ingest_banking77(workspace: Workspace, tmp_path: Path, rows: int) -> dict[st
         records = [{"id": f"b77-{i:04d}", **row} for i, row in zip(range(rows), csv.DictReader(handle))]
     path = tmp_path / "banking77.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    ingest(workspace, [path], id_field="id", on_error="fail")
+    workspace.ingest([path], id_field="id", on_error="fail")
     return {r["id"]: r["category"] for r in records}
 
 
@@ -171,7 +172,7 @@ def tiny_corpus(workspace: Workspace, tmp_path: Path) -> None:
     rows += [{"id": f"r{i}", "text": f"rare secret {i} Jane Doe 555-0100", "label": "rare"} for i in range(2)]
     path = tmp_path / "tiny.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    ingest(workspace, [path], id_field="id", label_field="label", on_error="fail")
+    workspace.ingest([path], id_field="id", label_field="label", on_error="fail")
 
 
 def test_privacy_floor_hides_examples_and_ngrams_of_small_labels(workspace: Workspace, tmp_path: Path) -> None:

@@ -11,29 +11,29 @@ from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
 from tests.ls_server import banking_workspace, store_llm_labels
-from tnt import distill
 from tnt.cli import app
-from tnt.label import LabelRecord, LabelStore
-from tnt.review import (
-    Candidate,
+from tnt.distill.store import load_model
+from tnt.distill.train import train as train_model
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.review.agreement import agreement, compare_labels
+from tnt.review.sampling import (
     Pick,
+    ReviewCandidate,
     ReviewSamples,
-    agreement,
     choose_for_review,
     cluster_least_confident,
-    compare_labels,
     margins,
     sample_for_review,
 )
 
 
-def candidates() -> list[Candidate]:
+def candidates() -> list[ReviewCandidate]:
     """60 documents over three labels; the classifier disagrees with the LLM on d00–d09."""
     result = []
     for i in range(60):
         llm = "abc"[i % 3]
         model = "abc"[(i + 1) % 3] if i < 10 else llm
-        result.append(Candidate(f"d{i:02d}", llm, 0.5 + i / 200, model, model_margin=i / 60))
+        result.append(ReviewCandidate(f"d{i:02d}", llm, 0.5 + i / 200, model, model_margin=i / 60))
     return result
 
 
@@ -48,16 +48,16 @@ def test_the_mix_sets_each_strategys_share_and_every_pick_has_its_reason():
 
 
 def test_least_confident_takes_the_smallest_margins_in_turns_across_predicted_labels():
-    pool = [Candidate(f"a{i}", model_label="a", model_margin=0.01 * i) for i in range(10)]
-    pool += [Candidate(f"b{i}", model_label="b", model_margin=0.5 + 0.01 * i) for i in range(3)]
+    pool = [ReviewCandidate(f"a{i}", model_label="a", model_margin=0.01 * i) for i in range(10)]
+    pool += [ReviewCandidate(f"b{i}", model_label="b", model_margin=0.5 + 0.01 * i) for i in range(3)]
     picks = choose_for_review(pool, 4, {"least_confident": 1})
     assert [p.doc_id for p in picks] == ["a0", "b0", "a1", "b1"]
     assert picks[1].detail == {"model_label": "b", "model_margin": 0.5}
 
 
 def test_least_confident_spreads_over_clusters_of_similar_texts():
-    pool = [Candidate(f"a{i}", model_label="x", model_margin=0.01 * i) for i in range(10)]
-    pool += [Candidate(f"b{i}", model_label="x", model_margin=0.1 + 0.01 * i) for i in range(10)]
+    pool = [ReviewCandidate(f"a{i}", model_label="x", model_margin=0.01 * i) for i in range(10)]
+    pool += [ReviewCandidate(f"b{i}", model_label="x", model_margin=0.1 + 0.01 * i) for i in range(10)]
     features = {c.doc_id: [0.0, 0.0] if c.doc_id[0] == "a" else [10.0, 10.0] for c in pool}
     clustered = cluster_least_confident(pool, lambda ids: np.array([features[i] for i in ids]), 2)
     picks = choose_for_review(clustered, 2, {"least_confident": 1})
@@ -67,13 +67,13 @@ def test_least_confident_spreads_over_clusters_of_similar_texts():
 
 
 def test_stratified_reaches_every_label_rare_ones_first():
-    pool = [Candidate(f"c{i}", llm_label="common") for i in range(50)] + [Candidate("r0", llm_label="rare")]
+    pool = [ReviewCandidate(f"c{i}", llm_label="common") for i in range(50)] + [ReviewCandidate("r0", llm_label="rare")]
     picks = choose_for_review(pool, 2, {"stratified": 1}, seed=3)
     assert [p.doc_id for p in picks][0] == "r0" and picks[1].doc_id.startswith("c")
 
 
 def test_a_strategy_with_nothing_to_offer_hands_its_share_on_and_unknown_documents_come_last():
-    pool = [Candidate(f"x{i}", llm_label="a", llm_confidence=i / 10) for i in range(5)] + [Candidate("bare")]
+    pool = [ReviewCandidate(f"x{i}", llm_label="a", llm_confidence=i / 10) for i in range(5)] + [ReviewCandidate("bare")]
     picks = choose_for_review(pool, 6)  # no classifier: no disagreement, margins from LLM confidence
     assert [p.doc_id for p in picks][:1] == ["x0"]
     assert {p.reason for p in picks} <= {"least_confident", "stratified", "random"}
@@ -109,7 +109,7 @@ def test_sampling_a_workspace_skips_reviewed_and_already_sampled_documents(works
     assert len(second.picks) == 40 - 1 - 15  # what is left
     assert not {p.doc_id for p in first.picks} & {p.doc_id for p in second.picks}
     assert ReviewSamples(workspace).latest(taxonomy.version) == second.picks
-    run = workspace.get_run(second.run_id)
+    run = workspace.runs.get(second.run_id)
     assert run["kind"] == "review-sample" and run["stats"]["picked"] == 24
 
 
@@ -119,10 +119,10 @@ def test_with_a_classifier_disagreements_between_it_and_the_llm_are_sampled(work
     names = taxonomy.names
     noisy = {d: (names[(names.index(label) + 1) % 4] if i % 5 == 0 else label) for i, (d, label) in enumerate(gold.items())}
     store_llm_labels(workspace, taxonomy.version, noisy)
-    model = distill.train(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
+    model = train_model(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
     sample = sample_for_review(workspace, 20, taxonomy_version=taxonomy.version)
     assert sample.classifier == model.id
-    predicted = dict(zip(gold, distill.load_model(workspace, model.id).predict(list(texts.values()))))
+    predicted = dict(zip(gold, load_model(workspace, model.id).predict(list(texts.values()))))
     disagreements = [p for p in sample.picks if p.reason == "disagreement"]
     assert disagreements and all(predicted[p.doc_id] != noisy[p.doc_id] for p in disagreements)
     assert all(p.detail["model_label"] == predicted[p.doc_id] for p in sample.picks if "model_label" in p.detail)

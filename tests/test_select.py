@@ -12,10 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tnt.cli import app
-from tnt.corpus import ingest
-from tnt.label import LabelRecord, LabelStore
+from tnt.labels.store import LabelRecord, LabelStore
 from tnt.select import SelectionError, SelectionSpec, allocate, load_selection, select
-from tnt.taxonomy import TaxonomyStore
+from tnt.taxonomy.store import TaxonomyStore
 from tnt.workspace import Workspace
 
 SUPPLY = {"alpha": 60, "beta": 30, "gamma": 10}
@@ -40,7 +39,7 @@ def corpus_rows(supply: dict[str, int] = SUPPLY, seed: int = 0) -> list[dict[str
 def ingest_rows(workspace: Workspace, rows: list[dict[str, str]], path: Path) -> int:
     """Documents plus their labels (as imported human labels); returns the taxonomy version."""
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    ingest(workspace, [path], id_field="id", label_field="label", on_error="fail")
+    workspace.ingest([path], id_field="id", label_field="label", on_error="fail")
     return TaxonomyStore(workspace).get().version
 
 
@@ -85,7 +84,7 @@ def test_temperature_zero_gives_a_uniform_mix_where_supply_allows(corpus: Worksp
     too_many = select(corpus, SelectionSpec(size=150, temperature=0, caps={"alpha": 50}))
     assert label_mix(too_many) == {"alpha": 50, "beta": 30, "gamma": 10}
     assert too_many.shortfall == "asked for 150 documents; only 90 are eligible under these rules"
-    assert [i["field"] for i in corpus.run_issues(too_many.run_id)] == ["size"]
+    assert [i["field"] for i in corpus.runs.issues(too_many.run_id)] == ["size"]
 
 
 def test_temperature_one_keeps_the_natural_mix_and_half_flattens_it(corpus: Workspace) -> None:

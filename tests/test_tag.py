@@ -15,11 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tnt.cli import app
-from tnt.corpus import ingest
-from tnt.distill import DistilledClassifier, ModelStore
-from tnt.label import LabelStore
-from tnt.tag import TagError, tag_corpus, tag_files, tag_files_ray
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.distill.model import DistilledClassifier
+from tnt.distill.store import ModelStore
+from tnt.distill.tag import TagError, tag_corpus, tag_files, tag_files_ray
+from tnt.labels.store import LabelStore
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 
 TNT = str(Path(sys.executable).parent / "tnt")
 
@@ -44,7 +44,7 @@ def read_output(out: Path) -> dict[str, dict]:
 
 
 def test_tags_jsonl_and_parquet_inputs_with_globs(model_dir, banking77, tmp_path):
-    from tnt.distill import TextModel
+    from tnt.distill.model import TextModel
 
     texts = [t for t, _ in banking77["test"][:300]]
     write_jsonl(tmp_path / "a.jsonl", texts[:100])
@@ -66,8 +66,8 @@ def test_tags_jsonl_and_parquet_inputs_with_globs(model_dir, banking77, tmp_path
 
 
 def test_ids_default_to_the_ingest_content_hash(model_dir, tmp_path):
-    from tnt.corpus_files import document_id
-    from tnt.distill import TextModel
+    from tnt.corpus.readers import document_id
+    from tnt.distill.model import TextModel
 
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": "where is my card?"}) + "\n")
     tag_files(TextModel.load(model_dir), [tmp_path / "in.jsonl"], tmp_path / "out")
@@ -76,7 +76,7 @@ def test_ids_default_to_the_ingest_content_hash(model_dir, tmp_path):
 
 
 def test_a_bad_row_names_the_file_line_and_field(model_dir, tmp_path):
-    from tnt.distill import TextModel
+    from tnt.distill.model import TextModel
 
     lines = [{"id": "1", "text": "hello"}, {"id": "2", "text": "card?"}, {"id": "3", "body": "no text"}]
     (tmp_path / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -86,7 +86,7 @@ def test_a_bad_row_names_the_file_line_and_field(model_dir, tmp_path):
 
 
 def test_an_output_directory_of_another_model_is_refused(model_dir, banking77, tmp_path):
-    from tnt.distill import TextModel
+    from tnt.distill.model import TextModel
 
     write_jsonl(tmp_path / "a.jsonl", ["card arrival", "exchange rate"])
     tag_files(TextModel.load(model_dir), [tmp_path / "a.jsonl"], tmp_path / "out", id_field="id")
@@ -134,7 +134,7 @@ def test_ray_engine_gives_the_same_labels_as_the_local_engine(model_dir, banking
     write_jsonl(tmp_path / "a.jsonl", texts[:200])
     pq.write_table(pa.table({"id": [f"doc-{i}" for i in range(200, 400)], "text": texts[200:]}), tmp_path / "b.parquet")
     inputs = [tmp_path / "a.jsonl", tmp_path / "b.parquet"]
-    from tnt.distill import TextModel
+    from tnt.distill.model import TextModel
 
     tag_files(TextModel.load(model_dir), inputs, tmp_path / "local", id_field="id")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -151,11 +151,11 @@ def test_ray_engine_gives_the_same_labels_as_the_local_engine(model_dir, banking
 
 
 def test_tag_corpus_stores_model_labels_and_resumes(model_dir, banking77, workspace, tmp_path):
-    from tnt.distill import TextModel
+    from tnt.distill.model import TextModel
 
     texts = [t for t, _ in banking77["test"][:120]]
     write_jsonl(tmp_path / "docs.jsonl", texts)
-    ingest(workspace, [tmp_path / "docs.jsonl"], id_field="id")
+    workspace.ingest([tmp_path / "docs.jsonl"], id_field="id")
     model = TextModel.load(model_dir)
     version = TaxonomyStore(workspace).save(Taxonomy(labels=[TaxonomyLabel(name=n) for n in model.labels])).version
     info = ModelStore(workspace).add(model, version, "label", {"note": "test"}, None)

@@ -6,18 +6,15 @@ import pytest
 from typer.testing import CliRunner
 
 from tnt.cli import app
-from tnt.taxonomy import (
-    Taxonomy,
+from tnt.taxonomy.file import (
     TaxonomyFileError,
-    TaxonomyLabel,
-    TaxonomyLimits,
-    TaxonomyStore,
     diff_taxonomies,
     dump_taxonomy,
-    guardrail_problems,
     import_taxonomy,
     load_taxonomy_file,
 )
+from tnt.taxonomy.guardrails import TaxonomyLimits, guardrail_problems
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 
 runner = CliRunner()
 
@@ -159,7 +156,7 @@ def test_guardrails_name_each_problem():
 
 
 def test_a_workspace_from_before_summaries_gains_the_table_on_open(tmp_path: Path):
-    from tnt.summarize import Summary, SummaryStore
+    from tnt.taxonomy.summarize import Summary, SummaryStore
     from tnt.workspace import Workspace
 
     with Workspace.create(tmp_path / "old") as ws:

@@ -7,17 +7,16 @@ import re
 import pytest
 
 from tests.conftest import BANKING77
-from tnt.corpus import ingest
-from tnt.label import LabelStore
-from tnt.llm import LLMSettings
-from tnt.taxonomy import TaxonomyStore
-from tnt.taxonomy_generate import ProposerSettings
-from tnt.taxonomy_pipeline import (
+from tnt.labels.store import LabelStore
+from tnt.llm.gateway import LLMSettings
+from tnt.taxonomy.pipeline import (
     ClusterOptions,
     GenerateOptions,
     cluster_taxonomy,
     generate_taxonomy,
 )
+from tnt.taxonomy.proposer import ProposerSettings
+from tnt.taxonomy.store import TaxonomyStore
 
 INTENTS = ("card_arrival", "exchange_rate", "top_up_failed")
 NAMES = {"card": "Card delivery", "exchange": "Exchange rates", "top": "Failed top-ups"}
@@ -34,7 +33,7 @@ def banking_sample(workspace, tmp_path):
         writer = csv.DictWriter(f, ["text", "category"])
         writer.writeheader()
         writer.writerows(picked)
-    ingest(workspace, [path], label_field="category")
+    workspace.ingest([path], label_field="category")
     return TaxonomyStore(workspace).get().version
 
 
@@ -86,7 +85,7 @@ def test_cluster_method_names_clusters_stores_labels_and_seeds_the_tnt_loop(work
     assert len(assigned) == 60 and {row["label"] for row in assigned.values()} == set(taxonomy.names)
     ask_counts = [b for b in server.requests if b["response_format"]["json_schema"]["name"] == "ClusterName"]
     assert len(ask_counts) == 3 + 2  # the biggest cluster keeps "Banking question" in round one, two asked again
-    assert workspace.run_issues(taxonomy.run_id) == []
+    assert workspace.runs.issues(taxonomy.run_id) == []
 
     seeded = generate_taxonomy(workspace, GenerateOptions(
         use_case="the customer's intent", seed_version=taxonomy.version,
@@ -103,6 +102,6 @@ def test_clusters_that_keep_one_name_are_merged_and_reported(workspace, banking_
     outcome = cluster_taxonomy(workspace, options, settings(server))
 
     assert outcome.taxonomy.names == ["Banking"]
-    [issue] = workspace.run_issues(outcome.taxonomy.run_id)
+    [issue] = workspace.runs.issues(outcome.taxonomy.run_id)
     assert "kept the same name and were merged into 'Banking'" in issue["message"]
     assert outcome.stats["ami_labels"] == pytest.approx(0.0, abs=1e-9) and outcome.stats["ami_clusters"] > 0.6

@@ -14,14 +14,15 @@ from typer.testing import CliRunner
 
 from tests.llm_server import Reply
 from tnt.cli import app
-from tnt.corpus import DocumentStore, ingest
-from tnt.label import LabelRecord, LabelStore
-from tnt.llm import LLMSettings
-from tnt.summarize import SummaryStore
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyLimits, TaxonomyStore
-from tnt.taxonomy_evaluate import evaluate_taxonomy
-from tnt.taxonomy_generate import GuardrailFailure, ProposerSettings
-from tnt.taxonomy_pipeline import GenerateOptions, generate_taxonomy, refine_taxonomy
+from tnt.corpus.ingest import DocumentStore
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.llm.gateway import LLMSettings
+from tnt.taxonomy.evaluate import evaluate_taxonomy
+from tnt.taxonomy.guardrails import TaxonomyLimits
+from tnt.taxonomy.pipeline import GenerateOptions, generate_taxonomy, refine_taxonomy
+from tnt.taxonomy.proposer import GuardrailFailure, ProposerSettings
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
+from tnt.taxonomy.summarize import SummaryStore
 
 runner = CliRunner()
 USE_CASE = "the customer's intent"
@@ -71,7 +72,7 @@ def add_documents(workspace, tmp_path: Path, texts: list[str], labels: list[str]
         writer.writerow(["text", "category"])
         for i, text in enumerate(texts):
             writer.writerow([text, labels[i] if labels else ""])
-    ingest(workspace, [path], label_field="category" if labels else None)
+    workspace.ingest([path], label_field="category" if labels else None)
 
 
 def steps_of(server) -> list[str]:
@@ -125,7 +126,7 @@ def test_generate_update_review_loop_keeps_the_best_candidate_on_held_out_docume
     assert taxonomy.score == 90 and taxonomy.method == "tnt-llm" and taxonomy.model == "openai/scripted"
     assert set(taxonomy.prompt_hashes) == {"taxonomy_generate", "taxonomy_update", "taxonomy_rate", "taxonomy_review", "summarize"}
     assert taxonomy.params["proposer"]["batch_size"] == 5
-    run = workspace.get_run(taxonomy.run_id)
+    run = workspace.runs.get(taxonomy.run_id)
     assert run["status"] == "completed"
     assert run["stats"]["candidates"] == [{"epoch": 1, "score": 90, "labels": 3}, {"epoch": 2, "score": 50, "labels": 4}]
 
@@ -151,7 +152,7 @@ def test_summaries_are_stored_reused_and_skipped_for_short_texts(workspace, tmp_
     assert SummaryStore(workspace).count() == 4
     generate_prompt = next(b for b in server.requests if step(b) == "TableAnswer")
     assert set(documents_in(generate_prompt)) == {f"declined card payment number {i}" for i in range(4)} | {"short one", "short two"}
-    assert workspace.get_run(first.run_id)["stats"]["summaries"] == {"llm": 4, "text": 2}
+    assert workspace.runs.get(first.run_id)["stats"]["summaries"] == {"llm": 4, "text": 2}
 
     before = server.count
     again = generate_taxonomy(workspace, options, settings(server))
@@ -172,7 +173,7 @@ def test_guardrails_retry_hotter_with_the_problems_then_fail_with_the_reason(wor
     assert "12 labels, but there must be 2 to 10" in str(caught.value)
     assert "Your previous answer was rejected" not in prompt_text(server.requests[0])
     assert "- 12 labels, but there must be 2 to 10" in prompt_text(server.requests[1])
-    assert workspace.runs("taxonomy.generate")[-1]["status"] == "failed"
+    assert workspace.runs.list("taxonomy.generate")[-1]["status"] == "failed"
     assert TaxonomyStore(workspace).all() == []
 
     result = runner.invoke(app, ["taxonomy", "generate", "-w", str(workspace.directory), "--use-case", USE_CASE,
@@ -199,9 +200,9 @@ def test_an_update_that_keeps_breaking_the_guardrails_leaves_the_table_it_was_gi
 
     assert steps_of(server) == ["TableAnswer", "UpdateAnswer", "UpdateAnswer", "review"]
     assert taxonomy.names == ["Cards", "Transfers"]
-    run = workspace.get_run(taxonomy.run_id)
+    run = workspace.runs.get(taxonomy.run_id)
     assert run["stats"]["rejected_steps"] == ["taxonomy_update"] and run["stats"]["update_ratings"] == []
-    [issue] = workspace.run_issues(taxonomy.run_id)
+    [issue] = workspace.runs.issues(taxonomy.run_id)
     assert issue["place"] == "taxonomy_update" and "label name 'Card' appears 2 times" in issue["message"]
 
 
@@ -230,7 +231,7 @@ def test_a_failing_update_fails_the_run_when_there_is_no_valid_table_to_keep(wor
     fresh = GenerateOptions(use_case=USE_CASE, proposer=proposer, retries=1, summarize=False)
     with pytest.raises(GuardrailFailure, match="the provider rejects this request"):
         generate_taxonomy(workspace, fresh, settings(server))  # no answer at all: nothing to judge the table by
-    assert [run["status"] for run in workspace.runs("taxonomy.generate")] == ["failed", "failed"]
+    assert [run["status"] for run in workspace.runs.list("taxonomy.generate")] == ["failed", "failed"]
     assert [t.version for t in TaxonomyStore(workspace).all()] == [seed.version]
 
 
@@ -249,7 +250,7 @@ def test_a_table_whose_names_keep_repeating_is_merged_after_the_retries_and_the_
 
     assert steps_of(server) == ["TableAnswer", "TableAnswer", "review"]
     assert taxonomy.names == ["Cards", "Transfers"]  # the latest attempt, first row of each name kept
-    [issue] = workspace.run_issues(taxonomy.run_id)
+    [issue] = workspace.runs.issues(taxonomy.run_id)
     assert issue["place"] == "taxonomy_generate"
     assert "rows sharing a name were merged ('Transfers')" in issue["message"]
     assert "attempt 1: label name 'Cards' appears 3 times" in issue["message"]
@@ -357,7 +358,7 @@ def test_refine_uses_people_s_label_corrections(workspace, tmp_path, llm_server)
     assert "- Fees → Other (2×)" in prompt and "- Transfers → Fees (1×): send money abroad" in prompt
     assert "Cards → Cards" not in prompt
     assert refined.parent == base.version and refined.names == ["Cards", "Transfers"]
-    assert workspace.get_run(refined.run_id)["stats"]["corrections"][0]["count"] == 2
+    assert workspace.runs.get(refined.run_id)["stats"]["corrections"][0]["count"] == 2
     with pytest.raises(ValueError, match="nothing to refine with"):
         refine_taxonomy(workspace, "  ", settings(server), version=base.version, use_corrections=False)
 
@@ -439,7 +440,7 @@ def test_evaluate_coverage_accuracy_relevance_and_agreement_with_reference(works
     assert evaluation.mapping["Fees"] == {"reference": "fee", "share": 1.0, "count": 2}
     assert evaluation.label_counts == {"Cards": 2, "Fees": 2, "Transfers": 1, "Other": 1}
     assert steps_of(server).count("AssignAnswer") == 6 and steps_of(server).count("PairwiseAnswer") == 5
-    report = Path(workspace.get_run(workspace.last_run("taxonomy.evaluate")["id"])["stats"]["report"])
+    report = Path(workspace.runs.get(workspace.runs.last("taxonomy.evaluate")["id"])["stats"]["report"])
     assert json.loads(report.read_text())["coverage"] == pytest.approx(5 / 6)
     assert "Other" not in TaxonomyStore(workspace).get(taxonomy.version).names  # offered only while evaluating
     before = server.count

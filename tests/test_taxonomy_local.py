@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import BANKING77
 from tnt.cli import app
-from tnt.taxonomy import TaxonomyLimits, TaxonomyStore, guardrail_problems
+from tnt.taxonomy.guardrails import TaxonomyLimits, guardrail_problems
+from tnt.taxonomy.store import TaxonomyStore
 
 
 @pytest.mark.slow
@@ -36,7 +37,7 @@ def test_local_model_generates_and_stores_a_taxonomy_for_200_banking77_texts(wor
     taxonomy = TaxonomyStore(workspace).get()
     assert taxonomy.model == "local/smollm2" and taxonomy.method == "tnt-llm"
     assert guardrail_problems(taxonomy.labels, TaxonomyLimits(max_labels=8, max_description_words=15)) == []
-    run = workspace.get_run(taxonomy.run_id)
+    run = workspace.runs.get(taxonomy.run_id)
     assert run["status"] == "completed" and run["stats"]["documents"] == 200
     updates = len(run["stats"]["update_ratings"]) + run["stats"]["rejected_steps"].count("taxonomy_update")
     assert updates == 3  # 160 training texts (40 held out to rate): generate on the first 50, update on the rest

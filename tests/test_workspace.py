@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from tnt.runs import WorkspaceError
 from tnt.schema import migrations
-from tnt.workspace import DB_NAME, Workspace, WorkspaceError
+from tnt.workspace import DB_NAME, Workspace
 
 
 def schema_of(db: Database) -> dict[str, set[tuple[str, str]]]:
@@ -26,9 +27,9 @@ def test_opening_a_directory_without_a_workspace_says_how_to_create_one(tmp_path
 
 def test_a_created_workspace_reopens_with_its_data_in_wal_mode(tmp_path):
     with Workspace.create(tmp_path / "ws") as ws:
-        run_id = ws.start_run("test").id
+        run_id = ws.runs.start("test").id
     with Workspace.open(tmp_path / "ws") as ws:
-        assert ws.get_run(run_id)["kind"] == "test"
+        assert ws.runs.get(run_id)["kind"] == "test"
         assert ws.db.journal_mode == "wal"
         assert migrations.pending(ws.db) == []
 
@@ -48,7 +49,7 @@ def test_a_workspace_at_the_first_schema_is_migrated_to_the_current_one(tmp_path
         assert [m.name for m in migrations.applied(migrated.db)] == [m.name for m in migrations.applied(fresh.db)]
         assert schema_of(migrated.db) == schema_of(fresh.db)
         assert migrated.db["documents"].get("d1")["text"] == "kept across migrations"
-        assert migrated.get_run("r1")["status"] == "completed"
+        assert migrated.runs.get("r1")["status"] == "completed"
 
 
 def test_runs_record_their_outcome_stats_and_issues(workspace):
@@ -61,32 +62,32 @@ def test_runs_record_their_outcome_stats_and_issues(workspace):
     with pytest.raises(KeyboardInterrupt), workspace.run("stopped") as stopped:
         raise KeyboardInterrupt
 
-    done = workspace.get_run(run.id)
+    done = workspace.runs.get(run.id)
     assert (done["status"], done["params"], done["stats"]) == ("completed", {"x": 1}, {"rows": 3})
     assert done["finished_at"] >= done["started_at"]
     assert [(i["place"], i["field"], i["message"]) for i in run.issues()] == [
         ("a.jsonl line 2", "text", "field 'text' is empty")
     ]
-    assert (workspace.get_run(failed.id)["status"], workspace.get_run(failed.id)["stats"]) == ("failed", {"rows": 1})
-    assert workspace.get_run(stopped.id)["status"] == "interrupted"
-    assert [r["kind"] for r in workspace.runs()] == ["done", "broken", "stopped"]
-    assert workspace.last_run("done")["id"] == run.id and workspace.last_run("nothing") is None
+    assert (workspace.runs.get(failed.id)["status"], workspace.runs.get(failed.id)["stats"]) == ("failed", {"rows": 1})
+    assert workspace.runs.get(stopped.id)["status"] == "interrupted"
+    assert [r["kind"] for r in workspace.runs.list()] == ["done", "broken", "stopped"]
+    assert workspace.runs.last("done")["id"] == run.id and workspace.runs.last("nothing") is None
 
 
 def test_runs_are_found_by_a_unique_id_prefix(workspace):
-    run_id = workspace.start_run("x").id
-    assert workspace.get_run(run_id[:6])["id"] == run_id
+    run_id = workspace.runs.start("x").id
+    assert workspace.runs.get(run_id[:6])["id"] == run_id
     with pytest.raises(WorkspaceError, match="no single run matches 'zz'"):
-        workspace.get_run("zz")
+        workspace.runs.get("zz")
 
 
 def test_readers_are_not_blocked_by_a_long_write_transaction(tmp_path: Path):
     # ingest --on-error fail holds one transaction for a whole run; WAL lets other commands read meanwhile
     with Workspace.create(tmp_path / "ws") as writer, Workspace.open(tmp_path / "ws") as reader:
-        committed = writer.start_run("x").id
+        committed = writer.runs.start("x").id
         writer.db.conn.execute("insert into documents (id, text) values ('d', 'uncommitted')")
         assert writer.db.conn.in_transaction
-        assert reader.get_run(committed)["status"] == "running"
+        assert reader.runs.get(committed)["status"] == "running"
         assert reader.db["documents"].count == 0
         writer.db.conn.commit()
         assert reader.db["documents"].count == 1

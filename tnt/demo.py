@@ -11,16 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tnt.corpus import DocumentStore, ingest
-from tnt.distill import train
-from tnt.labeler import label_documents
-from tnt.llm import LLMSettings
+from tnt.corpus.ingest import DocumentStore
+from tnt.distill.tag import tag_corpus
+from tnt.distill.train import train
+from tnt.labels.labeling import label_documents
+from tnt.llm.gateway import LLMSettings
 from tnt.report import build_report
 from tnt.select import SelectionSpec, select
-from tnt.tag import tag_corpus
-from tnt.taxonomy import TaxonomyLimits
-from tnt.taxonomy_generate import ProposerSettings
-from tnt.taxonomy_pipeline import GenerateOptions, generate_taxonomy
+from tnt.taxonomy.guardrails import TaxonomyLimits
+from tnt.taxonomy.pipeline import GenerateOptions, generate_taxonomy
+from tnt.taxonomy.proposer import ProposerSettings
 from tnt.workspace import Workspace
 
 _PACKAGE_DIR = Path(__file__).parent
@@ -67,7 +67,7 @@ def run_demo(
     result = DemoResult(workspace.directory.resolve())
 
     on_step("Ingesting the BANKING77 sample (its intents are kept as the human gold set)")
-    summary = ingest(workspace, [sample_path()], label_field="category")
+    summary = workspace.ingest([sample_path()], label_field="category")
     result.figures["documents"] = str(DocumentStore(workspace).count())
     result.figures["gold taxonomy"] = f"version {summary.taxonomy_version}"
 

@@ -14,23 +14,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tnt.corpus import DocumentStore
-from tnt.label import LabelStore
+from tnt.corpus.ingest import DocumentStore
+from tnt.labels.store import LabelStore
+from tnt.runs import WorkspaceError, utc_now
 from tnt.select import (
     BATCH_SIZE,
     DEFAULT_PRECEDENCE,
-    Candidate,
     Deduplicator,
+    EligibleDocument,
     load_selection,
     resolve_labels,
     resolve_quality,
 )
-from tnt.taxonomy import TaxonomyStore
-from tnt.workspace import Workspace, WorkspaceError, utc_now
+from tnt.taxonomy.store import TaxonomyStore
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 EXAMPLE_CHARS = 600
 SOURCE_COLOURS = {"llm": "#e45756", "model": "#4c78a8", "human": "#54a24b"}
@@ -136,7 +139,7 @@ def _context(workspace: Workspace, options: ReportOptions) -> dict[str, Any]:
 
 def _selection_for(
     workspace: Workspace, run_id: str | None, version: int
-) -> tuple[dict[str, Any], list[Candidate]] | None:
+) -> tuple[dict[str, Any], list[EligibleDocument]] | None:
     """The asked-for (or latest) selection, when it was made with this taxonomy version."""
     selection = load_selection(workspace, run_id)
     if selection is None or selection[0]["stats"].get("taxonomy_version") == version:
@@ -182,7 +185,7 @@ def _quality_by_origin(workspace: Workspace, precedence: tuple[str, ...]) -> dic
     return scores
 
 
-def _lengths(scan: CorpusScan, selected: list[Candidate]) -> dict[str, list[int]]:
+def _lengths(scan: CorpusScan, selected: list[EligibleDocument]) -> dict[str, list[int]]:
     lengths = {"corpus": list(scan.words.values())}
     if selected:
         lengths["selection"] = [scan.words[c.doc_id] for c in selected if c.doc_id in scan.words]
@@ -251,7 +254,12 @@ def agreement_figures(workspace: Workspace, version: int) -> dict[str, dict[str,
 
 
 def _agreement(predicted: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
+    from sklearn.metrics import (
+        accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        f1_score,
+    )
 
     shared = sorted(set(predicted) & set(reference))
     if not shared:
@@ -270,7 +278,7 @@ def _agreement(predicted: dict[str, dict[str, Any]], reference: dict[str, dict[s
     }
 
 
-def _selection_summary(selection: tuple[dict[str, Any], list[Candidate]] | None) -> dict[str, Any] | None:
+def _selection_summary(selection: tuple[dict[str, Any], list[EligibleDocument]] | None) -> dict[str, Any] | None:
     if selection is None:
         return None
     run, selected = selection
@@ -287,9 +295,9 @@ def _selection_summary(selection: tuple[dict[str, Any], list[Candidate]] | None)
 
 
 def _costs(workspace: Workspace) -> list[dict[str, Any]]:
-    from tnt.llm import call_summary
+    from tnt.llm.gateway import call_summary
 
-    kinds = {run["id"]: run["kind"] for run in workspace.runs()}
+    kinds = {run["id"]: run["kind"] for run in workspace.runs.list()}
     return [{**row, "kind": kinds.get(row["run_id"], "-")} for row in call_summary(workspace)]
 
 
@@ -301,7 +309,7 @@ def _plot_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def label_figure(corpus: Counter, selected: list[Candidate]) -> Any:
+def label_figure(corpus: Counter, selected: list[EligibleDocument]) -> Any:
     import plotly.graph_objects as go
 
     order = [label for label, _ in sorted(corpus.items(), key=lambda item: (item[1], item[0]))]

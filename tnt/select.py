@@ -34,15 +34,18 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from tnt.corpus import DocumentStore
-from tnt.label import SOURCES, LabelStore
-from tnt.taxonomy import OTHER_LABEL, TaxonomyStore
-from tnt.workspace import Workspace, WorkspaceError
+from tnt.corpus.ingest import DocumentStore
+from tnt.labels.store import SOURCES, LabelStore
+from tnt.runs import WorkspaceError
+from tnt.taxonomy.store import OTHER_LABEL, TaxonomyStore
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 DEFAULT_PRECEDENCE = ("human", "model", "llm")
 OUTPUT_FORMATS = {".txt": "ids", ".ids": "ids", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -99,7 +102,7 @@ class SelectionSpec(BaseModel):
 
 
 @dataclass
-class Candidate:
+class EligibleDocument:
     doc_id: str
     label: str
     source: str
@@ -111,7 +114,7 @@ class Candidate:
 class Selection:
     run_id: str
     taxonomy_version: int
-    selected: list[Candidate]
+    selected: list[EligibleDocument]
     funnel: dict[str, int]
     before: dict[str, dict[str, int]]  # label -> {"docs", "tokens"}: every labelled document
     after: dict[str, dict[str, int]]  # label -> {"docs", "tokens"}: the selection
@@ -300,9 +303,9 @@ def round_shares(shares: dict[str, float], supply: dict[str, int]) -> dict[str, 
     return counts
 
 
-def sample(candidates: list[Candidate], spec: SelectionSpec) -> list[Candidate]:
+def sample(candidates: list[EligibleDocument], spec: SelectionSpec) -> list[EligibleDocument]:
     """Apply caps, quotas and the temperature mix; return the selection in seeded random order."""
-    by_label: dict[str, list[Candidate]] = defaultdict(list)
+    by_label: dict[str, list[EligibleDocument]] = defaultdict(list)
     for candidate in sorted(candidates, key=lambda c: rank_key(spec.seed, c.doc_id)):
         by_label[candidate.label].append(candidate)
     natural = {label: len(docs) for label, docs in by_label.items()}
@@ -311,7 +314,7 @@ def sample(candidates: list[Candidate], spec: SelectionSpec) -> list[Candidate]:
         if cap is not None:
             del docs[cap:]
 
-    chosen: list[Candidate] = []
+    chosen: list[EligibleDocument] = []
     for label, quota in spec.quotas.items():
         docs = by_label.pop(label, [])
         if len(docs) < quota:
@@ -326,8 +329,8 @@ def sample(candidates: list[Candidate], spec: SelectionSpec) -> list[Candidate]:
 
 
 def _share_out(
-    by_label: dict[str, list[Candidate]], natural: dict[str, int], spec: SelectionSpec, quota_docs: list[Candidate]
-) -> list[Candidate]:
+    by_label: dict[str, list[EligibleDocument]], natural: dict[str, int], spec: SelectionSpec, quota_docs: list[EligibleDocument]
+) -> list[EligibleDocument]:
     """The labels without a quota: all of them, or their temperature share of what is left."""
     if spec.size is None and spec.token_budget is None:
         return [c for docs in by_label.values() for c in docs]
@@ -349,7 +352,7 @@ def _share_out(
     return [c for label, docs in by_label.items() for c in _fill(docs, shares[label])]
 
 
-def _fill(docs: list[Candidate], budget: float) -> list[Candidate]:
+def _fill(docs: list[EligibleDocument], budget: float) -> list[EligibleDocument]:
     """Documents in rank order up to the first that would overflow the budget (no hunting for short ones)."""
     taken, used = [], 0
     for candidate in docs:
@@ -411,7 +414,7 @@ def select(
     return selection
 
 
-def _shortfall(spec: SelectionSpec, selected: list[Candidate], candidates: list[Candidate]) -> str | None:
+def _shortfall(spec: SelectionSpec, selected: list[EligibleDocument], candidates: list[EligibleDocument]) -> str | None:
     if spec.size is not None and len(selected) < spec.size:
         return f"asked for {spec.size:,} documents; only {len(selected):,} are eligible under these rules"
     tokens = sum(c.tokens for c in selected)
@@ -432,13 +435,13 @@ def _eligible(
     labels: dict[str, dict[str, Any]],
     quality: dict[str, dict[str, Any]],
     on_progress: Callable[[int], None] | None,
-) -> tuple[list[Candidate], dict[str, int], dict[str, dict[str, int]]]:
+) -> tuple[list[EligibleDocument], dict[str, int], dict[str, dict[str, int]]]:
     """One pass over the corpus: label, quality floor, token count and duplicate check per document."""
     count_tokens = token_counter(spec.tokenizer)
     dedup = Deduplicator(spec.dedup == "near", spec.near_dup_threshold, spec.num_perm, spec.shingle_chars)
     funnel = Counter()
-    candidates: list[Candidate] = []
-    before: list[Candidate] = []
+    candidates: list[EligibleDocument] = []
+    before: list[EligibleDocument] = []
     for batch in DocumentStore(workspace).iter_batches(BATCH_SIZE):
         funnel["documents"] += len(batch)
         labelled = [(doc.id, doc.text) for doc in batch if doc.id in labels]
@@ -447,7 +450,7 @@ def _eligible(
         for (doc_id, text), n_tokens in zip(labelled, tokens):
             row = labels[doc_id]
             score = quality[doc_id]["score"] if doc_id in quality else None
-            candidate = Candidate(doc_id, row["label"], row["source"], n_tokens, score)
+            candidate = EligibleDocument(doc_id, row["label"], row["source"], n_tokens, score)
             before.append(candidate)
             if spec.min_quality is None or (score is not None and score >= spec.min_quality):
                 passing.append((candidate, text))
@@ -466,7 +469,7 @@ def _eligible(
     return candidates, {key: funnel[key] for key in order}, _distribution(before)
 
 
-def _distribution(candidates: Iterable[Candidate]) -> dict[str, dict[str, int]]:
+def _distribution(candidates: Iterable[EligibleDocument]) -> dict[str, dict[str, int]]:
     totals: dict[str, dict[str, int]] = defaultdict(lambda: {"docs": 0, "tokens": 0})
     for candidate in candidates:
         totals[candidate.label]["docs"] += 1
@@ -486,20 +489,20 @@ def _record(workspace: Workspace, selection: Selection) -> None:
         workspace.db["selections"].insert_all(rows, batch_size=BATCH_SIZE)
 
 
-def load_selection(workspace: Workspace, run_id: str | None = None) -> tuple[dict[str, Any], list[Candidate]] | None:
+def load_selection(workspace: Workspace, run_id: str | None = None) -> tuple[dict[str, Any], list[EligibleDocument]] | None:
     """A recorded selection (its run and its documents in output order); without a run id, the
     latest completed one, or None when there is none."""
     if run_id is None:
-        completed = [run for run in workspace.runs("select") if run["status"] == "completed"]
+        completed = [run for run in workspace.runs.list("select") if run["status"] == "completed"]
         if not completed:
             return None
         run_id = completed[-1]["id"]
-    run = workspace.get_run(run_id)
+    run = workspace.runs.get(run_id)
     if run["kind"] != "select":
         raise SelectionError(f"run {run['id']} is a {run['kind']!r} run, not a selection")
     rows = workspace.db["selections"].rows_where("run_id = ?", [run["id"]], order_by="position")
-    fields = Candidate.__dataclass_fields__
-    return run, [Candidate(**{k: row[k] for k in fields}) for row in rows]
+    fields = EligibleDocument.__dataclass_fields__
+    return run, [EligibleDocument(**{k: row[k] for k in fields}) for row in rows]
 
 
 def output_format(path: Path) -> str:
@@ -511,7 +514,7 @@ def output_format(path: Path) -> str:
         ) from None
 
 
-def write_selection(workspace: Workspace, selected: list[Candidate], path: Path, fmt: str | None = None) -> Path:
+def write_selection(workspace: Workspace, selected: list[EligibleDocument], path: Path, fmt: str | None = None) -> Path:
     """Write ids (one per line), or the documents with label, quality and tokens as JSONL or Parquet.
 
     Written beside the target and renamed when complete, so a crash never leaves half a file.
@@ -531,7 +534,7 @@ def write_selection(workspace: Workspace, selected: list[Candidate], path: Path,
     return path
 
 
-def _records_with_text(workspace: Workspace, selected: list[Candidate]) -> Iterator[dict[str, Any]]:
+def _records_with_text(workspace: Workspace, selected: list[EligibleDocument]) -> Iterator[dict[str, Any]]:
     documents = DocumentStore(workspace).iter_batches(BATCH_SIZE, ids=[c.doc_id for c in selected])
     for candidate, document in zip(selected, (doc for batch in documents for doc in batch), strict=True):
         yield {

@@ -1,71 +1,37 @@
 """The workspace: one project directory, one SQLite file holding all state.
 
-``Workspace`` is the one entry point of the library. It owns the database connection, the schema
-migrations and the record of runs; each pipeline stage owns its own tables and is reached through
-the stage's API.
+``Workspace`` is the one entry point of the library. It owns the database connection and the schema
+migrations; each pipeline stage owns its tables behind a store, reached from here: ``ws.documents``,
+``ws.labels``, ``ws.taxonomies``, ``ws.models`` and ``ws.runs``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
+from tnt.runs import Run, RunStore, WorkspaceError
 from tnt.schema import migrations
+
+if TYPE_CHECKING:
+    from tnt.corpus.ingest import IngestSummary
+    from tnt.corpus.store import DocumentStore
+    from tnt.distill.store import ModelStore
+    from tnt.labels.store import LabelStore
+    from tnt.taxonomy.store import TaxonomyStore
 
 DB_NAME = "tnt.db"
 WORKSPACE_ENV = "TNT_WORKSPACE"
 
 
-class WorkspaceError(Exception):
-    """A workspace that cannot be opened or created; the message says why."""
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 def default_workspace_dir() -> Path:
     return Path(os.environ.get(WORKSPACE_ENV, "."))
-
-
-@dataclass
-class Run:
-    """One execution of a command that changes state: its parameters, outcome and issues."""
-
-    workspace: Workspace
-    id: str
-    kind: str
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def record_issue(self, place: str, message: str, field: str = "") -> None:
-        """Record a problem that did not stop the run (a skipped row, a failed document)."""
-        self.workspace.db["run_issues"].insert(
-            {
-                "run_id": self.id,
-                "place": place,
-                "field": field,
-                "message": message,
-                "created_at": utc_now(),
-            }
-        )
-
-    def issues(self) -> list[dict[str, Any]]:
-        return self.workspace.run_issues(self.id)
-
-    def finish(self, status: str) -> None:
-        self.workspace.db["runs"].update(
-            self.id,
-            {"status": status, "finished_at": utc_now(), "stats": json.dumps(self.stats)},
-        )
 
 
 class Workspace:
@@ -119,27 +85,40 @@ class Workspace:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # Runs
+    # The stages, each behind its own store (imported on first use: the CLI starts fast)
 
-    def start_run(self, kind: str, params: dict[str, Any] | None = None) -> Run:
-        run_id = uuid.uuid4().hex[:12]
-        self.db["runs"].insert(
-            {
-                "id": run_id,
-                "kind": kind,
-                "params": json.dumps(params or {}, default=str),
-                "status": "running",
-                "started_at": utc_now(),
-                "finished_at": None,
-                "stats": "{}",
-            }
-        )
-        return Run(self, run_id, kind)
+    @cached_property
+    def runs(self) -> RunStore:
+        return RunStore(self)
+
+    @cached_property
+    def documents(self) -> DocumentStore:
+        from tnt.corpus.store import DocumentStore
+
+        return DocumentStore(self)
+
+    @cached_property
+    def labels(self) -> LabelStore:
+        from tnt.labels.store import LabelStore
+
+        return LabelStore(self)
+
+    @cached_property
+    def taxonomies(self) -> TaxonomyStore:
+        from tnt.taxonomy.store import TaxonomyStore
+
+        return TaxonomyStore(self)
+
+    @cached_property
+    def models(self) -> ModelStore:
+        from tnt.distill.store import ModelStore
+
+        return ModelStore(self)
 
     @contextmanager
     def run(self, kind: str, params: dict[str, Any] | None = None) -> Iterator[Run]:
         """A run that is marked completed, or failed (with its stats so far) on an exception."""
-        run = self.start_run(kind, params)
+        run = self.runs.start(kind, params)
         try:
             yield run
         except KeyboardInterrupt:
@@ -150,21 +129,12 @@ class Workspace:
             raise
         run.finish("completed")
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        rows = list(self.db["runs"].rows_where("id = ? or id like ?", [run_id, f"{run_id}%"]))
-        if len(rows) != 1:
-            raise WorkspaceError(f"no single run matches {run_id!r} ({len(rows)} found)")
-        row = rows[0]
-        return {**row, "params": json.loads(row["params"]), "stats": json.loads(row["stats"])}
+    def ingest(self, paths: Iterable[str | Path], **options: Any) -> IngestSummary:
+        """``tnt ingest``: documents into the corpus, and ``label_field`` values as human labels of a
+        reference taxonomy version (see ``tnt.corpus.ingest.ingest`` for the options)."""
+        from tnt.corpus.ingest import ingest
+        from tnt.labels.imported import store_imported_labels
 
-    def runs(self, kind: str | None = None) -> list[dict[str, Any]]:
-        where, args = ("kind = ?", [kind]) if kind else (None, None)
-        return list(self.db["runs"].rows_where(where, args, order_by="started_at"))
+        return ingest(self, paths, label_sink=store_imported_labels, **options)
 
-    def last_run(self, kind: str | None = None) -> dict[str, Any] | None:
-        runs = self.runs(kind)
-        return runs[-1] if runs else None
-
-    def run_issues(self, run_id: str) -> list[dict[str, Any]]:
-        return list(self.db["run_issues"].rows_where("run_id = ?", [run_id], order_by="id"))
 

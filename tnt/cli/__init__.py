@@ -8,7 +8,20 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Column, Table
 
-from tnt.cli import demo, ingest, label, ls, report, review, score, select, serve, tag, taxonomy, train
+from tnt.cli import (
+    demo,
+    ingest,
+    label,
+    ls,
+    report,
+    review,
+    score,
+    select,
+    serve,
+    tag,
+    taxonomy,
+    train,
+)
 from tnt.cli.common import WorkspaceOption, console, open_workspace
 from tnt.workspace import Workspace
 
@@ -40,15 +53,15 @@ def runs(
             run_issues(ws, issues)
             return
         table = Table("run", "kind", "status", "started", "stats")
-        for run in ws.runs():
+        for run in ws.runs.list():
             table.add_row(run["id"], run["kind"], run["status"], run["started_at"], run["stats"])
         console.print(table)
 
 
 def run_issues(ws: Workspace, run: str) -> None:
-    run_id = ws.get_run(run)["id"]
+    run_id = ws.runs.get(run)["id"]
     table = Table("place", "field", "problem")
-    for issue in ws.run_issues(run_id):
+    for issue in ws.runs.issues(run_id):
         table.add_row(issue["place"], issue["field"] or "", issue["message"])
     console.print(table)
 
@@ -59,10 +72,10 @@ def cost(
     run: Annotated[Optional[str], typer.Option("--run", help="Only this run.")] = None,
 ) -> None:
     """Summarise LLM calls: requests, cache hits, failures, tokens and dollars per run."""
-    from tnt.llm import call_summary
+    from tnt.llm.gateway import call_summary
 
     with open_workspace(workspace) as ws:
-        run_id = ws.get_run(run)["id"] if run else None
+        run_id = ws.runs.get(run)["id"] if run else None
         table = Table("model", "calls", "sent", "cached", "failed", "prompt tok", "completion tok", "cost $")
         table.columns.insert(0, Column("run", no_wrap=True))
         for row in call_summary(ws, run_id):

@@ -21,8 +21,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from tnt.llm import DEFAULT_MODEL, LLMSettings
-from tnt.workspace import Workspace, WorkspaceError, default_workspace_dir
+from tnt.llm.gateway import DEFAULT_MODEL, LLMSettings
+from tnt.runs import WorkspaceError
+from tnt.workspace import Workspace, default_workspace_dir
 
 console = Console()
 err_console = Console(stderr=True)
@@ -121,7 +122,7 @@ def progress() -> Progress:
 
 def print_run_issues(ws: Workspace, run_id: str | None, shown: int = 5) -> None:
     """The first few issues a run recorded; the rest stay in the workspace (`tnt runs --issues`)."""
-    issues = ws.run_issues(run_id) if run_id else []
+    issues = ws.runs.issues(run_id) if run_id else []
     for issue in issues[:shown]:
         console.print(f"[yellow]{issue['place']}[/]: {issue['message']}", highlight=False)
     if len(issues) > shown:

@@ -9,8 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tnt.cli.common import ApiBaseOption, ApiKeyOption, ModelOption, console, llm_settings
-from tnt.llm import DEFAULT_MODEL
+from tnt.cli.common import (
+    ApiBaseOption,
+    ApiKeyOption,
+    ModelOption,
+    console,
+    llm_settings,
+)
+from tnt.llm.gateway import DEFAULT_MODEL
 from tnt.workspace import Workspace
 
 

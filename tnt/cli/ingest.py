@@ -8,8 +8,7 @@ import typer
 from rich.table import Column, Table
 
 from tnt.cli.common import WorkspaceOption, console, fail, open_workspace, progress
-from tnt.corpus import DEFAULT_MAX_CHARS, IngestError, IngestSummary, OnError
-from tnt.corpus import ingest as ingest_files
+from tnt.corpus.ingest import DEFAULT_MAX_CHARS, IngestError, IngestSummary, OnError
 
 ISSUES_SHOWN = 5
 
@@ -47,8 +46,8 @@ def ingest(
         try:
             with progress() as bar:
                 task = bar.add_task("ingest", total=None, cost="")
-                summary = ingest_files(
-                    ws, paths, text_field=text_field, id_field=id_field, label_field=label_field,
+                summary = ws.ingest(
+                    paths, text_field=text_field, id_field=id_field, label_field=label_field,
                     on_error=on_error, max_chars=max_chars, on_progress=lambda rows: bar.advance(task, rows),
                 )  # fmt: skip
         except IngestError as exc:

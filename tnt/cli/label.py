@@ -26,12 +26,12 @@ from tnt.cli.common import (
     print_run_issues,
     progress,
 )
-from tnt.llm import DEFAULT_MODEL
-from tnt.prompts import PromptLibrary
+from tnt.llm.gateway import DEFAULT_MODEL
+from tnt.llm.prompts import PromptLibrary
 from tnt.workspace import Workspace
 
 if TYPE_CHECKING:
-    from tnt.labeler import ProgressCallback, StageResult
+    from tnt.labels.labeling import DocumentProgress, StageResult
 
 SampleOption = Annotated[
     int | None, typer.Option("--sample", min=1, help="A seeded random sample of N documents.")
@@ -61,7 +61,7 @@ def selected_ids(
     """Exactly one of --sample, --ids, --all: labeling costs money, so the choice is explicit."""
     if sum((sample is not None, ids is not None, all_documents)) != 1:
         fail("choose the documents: --sample N, --ids FILE or --all")
-    from tnt.labeler import select_documents
+    from tnt.corpus.store import select_documents
 
     try:
         return select_documents(ws, sample=sample, ids_file=ids, seed=seed)
@@ -70,7 +70,7 @@ def selected_ids(
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[ProgressCallback]:
+def progress_bar(description: str) -> Iterator[DocumentProgress]:
     """A progress callback drawing docs/s and the running cost."""
     with progress() as bar:
         task = bar.add_task(description, total=None, cost="")
@@ -154,7 +154,7 @@ def label(
 
     Running the same command again continues an interrupted run; answered requests are never paid twice.
     """
-    from tnt.labeler import estimate_labeling, label_documents
+    from tnt.labels.labeling import estimate_labeling, label_documents
 
     settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     options = {

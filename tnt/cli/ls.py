@@ -25,7 +25,7 @@ from tnt.cli.common import (
     llm_settings,
     open_workspace,
 )
-from tnt.llm import DEFAULT_MODEL
+from tnt.llm.gateway import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -57,7 +57,7 @@ def label_studio(url: str) -> Iterator[LabelStudio]:
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
-    from tnt.labelstudio import API_KEY_ENV, LabelStudioError, client
+    from tnt.review.labelstudio import API_KEY_ENV, LabelStudioError, client
 
     try:
         yield client(url, secret_from_env(API_KEY_ENV))
@@ -77,8 +77,8 @@ def config(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the XML here instead of printing it.")] = None,
 ) -> None:
     """Print the label config (<Choices> or, for a two-level taxonomy, <Taxonomy>) for a taxonomy version."""
-    from tnt.labelstudio import label_config
-    from tnt.taxonomy import TaxonomyStore
+    from tnt.review.labelstudio import label_config
+    from tnt.taxonomy.store import TaxonomyStore
 
     with open_workspace(workspace) as ws:
         xml = label_config(TaxonomyStore(ws).get(taxonomy), multi)
@@ -110,8 +110,8 @@ def push(
     concurrency: ConcurrencyOption = 16,
 ) -> None:
     """Create or update the project of a taxonomy version and import documents with tnt's predictions."""
-    from tnt.labelstudio import push as push_documents
-    from tnt.review import ReviewSamples
+    from tnt.review.labelstudio import push as push_documents
+    from tnt.review.sampling import ReviewSamples
 
     with open_workspace(workspace) as ws, label_studio(url) as ls:
         if ids:
@@ -140,7 +140,7 @@ def connect(
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Attach the running `tnt serve` backend to a project (password and webhook secret from the environment)."""
-    from tnt.labelstudio import connect as connect_backend
+    from tnt.review.labelstudio import connect as connect_backend
 
     password = secret_from_env(BACKEND_PASSWORD_ENV)
     secret = secret_from_env(WEBHOOK_SECRET_ENV)
@@ -155,7 +155,7 @@ def connect(
 @app.command()
 def pull(workspace: WorkspaceOption, project: ProjectOption, url: UrlOption = DEFAULT_URL) -> None:
     """Store the project's annotations as human labels (again: only what changed)."""
-    from tnt.labelstudio import pull as pull_annotations
+    from tnt.review.labelstudio import pull as pull_annotations
 
     with open_workspace(workspace) as ws, label_studio(url) as ls:
         result = pull_annotations(ws, ls, project)

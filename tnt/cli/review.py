@@ -40,7 +40,7 @@ def sample(
     seed: Annotated[int, typer.Option("--seed", help="Seed for ties and the candidate pool.")] = 0,
 ) -> None:
     """Choose N unreviewed documents: LLM-vs-classifier disagreements, least confident, and every label; each with its reason."""
-    from tnt.review import sample_for_review
+    from tnt.review.sampling import sample_for_review
 
     with open_workspace(workspace) as ws:
         try:
@@ -64,7 +64,7 @@ def agreement(
     top: Annotated[int, typer.Option("--top", help="Most frequent confusions shown.")] = 10,
 ) -> None:
     """LLM vs human: Cohen's kappa, accuracy, macro-F1, per-label scores and confusions; human vs human where several annotated."""
-    from tnt.review import agreement as compute_agreement
+    from tnt.review.agreement import agreement as compute_agreement
 
     with open_workspace(workspace) as ws:
         report = compute_agreement(ws, taxonomy)

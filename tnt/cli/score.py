@@ -30,8 +30,8 @@ from tnt.cli.label import (
     progress_bar,
     selected_ids,
 )
-from tnt.llm import DEFAULT_MODEL
-from tnt.prompts import PromptLibrary
+from tnt.llm.gateway import DEFAULT_MODEL
+from tnt.llm.prompts import PromptLibrary
 
 app = typer.Typer(
     help="Score documents (numeric labels for selection and distillation).", no_args_is_help=True
@@ -62,7 +62,7 @@ def quality(
     Uses the answer's token log-probabilities where the backend returns them, else asks for the
     probability outright; each score records which.
     """
-    from tnt.quality import ScoringError, estimate_quality, score_quality
+    from tnt.labels.quality import ScoringError, estimate_quality, score_quality
 
     settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     library = PromptLibrary(prompts)

@@ -77,7 +77,7 @@ def select(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling order.")] = 0,
 ) -> None:
     """Select documents by label quotas/caps, temperature mix, quality floor, dedup and token budget."""
-    from tnt.corpus import DocumentStore
+    from tnt.corpus.ingest import DocumentStore
     from tnt.select import SelectionSpec
     from tnt.select import select as run_select
 

@@ -22,7 +22,7 @@ from tnt.cli.ls import (
     WEBHOOK_SECRET_ENV,
     secret_from_env,
 )
-from tnt.llm import DEFAULT_MODEL
+from tnt.llm.gateway import DEFAULT_MODEL
 
 
 def serve(

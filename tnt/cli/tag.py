@@ -11,7 +11,7 @@ import typer
 from tnt.cli.common import WorkspaceOption, console, fail, open_workspace, progress
 
 if TYPE_CHECKING:
-    from tnt.tag import ProgressCallback, TagSummary
+    from tnt.distill.tag import TaggedCallback, TagSummary
 
 
 class Engine(str, Enum):
@@ -50,9 +50,9 @@ def tag(
     device: Annotated[Device, typer.Option("--device", help="auto: CUDA when present, else CPU.")] = Device.auto,
 ) -> None:
     """Tag documents with a trained model: files to Parquet (resumable per file), or the corpus to labels."""
-    from tnt.corpus_files import IngestError
-    from tnt.distill import DistillError
-    from tnt.tag import TagError
+    from tnt.corpus.readers import IngestError
+    from tnt.distill.heads import DistillError
+    from tnt.distill.tag import TagError
     from tnt.workspace import WorkspaceError
 
     if corpus == bool(inputs):
@@ -78,24 +78,28 @@ def tag(
 
 def _tag_files(
     inputs: list[str], model: str, out: Path | None, engine: Engine, ray_address: str | None, text_field: str,
-    id_field: str | None, top_k: int, device: Device, workspace: Path, advance: ProgressCallback,
+    id_field: str | None, top_k: int, device: Device, workspace: Path, advance: TaggedCallback,
 ) -> TagSummary:  # fmt: skip
-    from tnt.distill import resolve_model, resolve_model_dir
-    from tnt.tag import tag_files, tag_files_ray
+    from tnt.distill.model import TextModel
+    from tnt.distill.store import model_directory
+    from tnt.distill.tag import tag_files, tag_files_ray
 
     if out is None:
         fail("give --out DIR for the Parquet output")
+    directory = model_directory(model)
+    if directory is None:
+        with open_workspace(workspace) as ws:
+            directory = ws.models.get(model).path
     if engine is Engine.ray:
         return tag_files_ray(
-            resolve_model_dir(model, workspace), inputs, out, text_field=text_field, id_field=id_field, top_k=top_k,
-            address=ray_address,
-        )  # fmt: skip
-    loaded = resolve_model(model, workspace, None if device is Device.auto else device.value)
+            directory, inputs, out, text_field=text_field, id_field=id_field, top_k=top_k, address=ray_address
+        )
+    loaded = TextModel.load(directory, None if device is Device.auto else device.value)
     return tag_files(loaded, inputs, out, text_field=text_field, id_field=id_field, top_k=top_k, on_progress=advance)
 
 
-def _tag_corpus(workspace: Path, model: str, device: Device, advance: ProgressCallback) -> TagSummary:
-    from tnt.tag import tag_corpus
+def _tag_corpus(workspace: Path, model: str, device: Device, advance: TaggedCallback) -> TagSummary:
+    from tnt.distill.tag import tag_corpus
 
     with open_workspace(workspace) as ws:
         return tag_corpus(ws, model, device=None if device is Device.auto else device.value, on_progress=advance)

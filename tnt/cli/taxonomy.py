@@ -28,8 +28,10 @@ from tnt.cli.common import (
     print_run_issues,
     progress,
 )
-from tnt.llm import DEFAULT_MODEL
-from tnt.taxonomy import Taxonomy, TaxonomyFileError, TaxonomyLimits, TaxonomyStore
+from tnt.llm.gateway import DEFAULT_MODEL
+from tnt.taxonomy.file import TaxonomyFileError
+from tnt.taxonomy.guardrails import TaxonomyLimits
+from tnt.taxonomy.store import Taxonomy, TaxonomyStore
 
 app = typer.Typer(help="Generate, inspect, edit, refine and evaluate taxonomies.", no_args_is_help=True)
 
@@ -134,8 +136,7 @@ def generate(
     dry_run: DryRunOption = False,
 ) -> None:
     """Propose a taxonomy for a use case (TnT-LLM, or k-means clusters named by the LLM) and save it as a version."""
-    from tnt.taxonomy_generate import GuardrailFailure, ProposerSettings
-    from tnt.taxonomy_pipeline import (
+    from tnt.taxonomy.pipeline import (
         ClusterOptions,
         GenerateOptions,
         cluster_taxonomy,
@@ -143,6 +144,7 @@ def generate(
         estimate_generate,
         generate_taxonomy,
     )
+    from tnt.taxonomy.proposer import GuardrailFailure, ProposerSettings
 
     settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     limits = TaxonomyLimits(min_labels=min_labels, max_labels=max_labels, max_name_words=max_name_words,
@@ -204,7 +206,7 @@ def diff(
     new: Annotated[int, typer.Argument(help="The newer version.")],
 ) -> None:
     """What changed between two versions: labels added, removed, renamed and edited."""
-    from tnt.taxonomy import diff_taxonomies
+    from tnt.taxonomy.file import diff_taxonomies
 
     with open_workspace(workspace) as ws:
         store = TaxonomyStore(ws)
@@ -229,7 +231,7 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
 ) -> None:
     """Write a version as YAML or JSON, for people to edit and `tnt taxonomy import`."""
-    from tnt.taxonomy import dump_taxonomy
+    from tnt.taxonomy.file import dump_taxonomy
 
     with open_workspace(workspace) as ws:
         text = dump_taxonomy(TaxonomyStore(ws).get(version), fmt.value)
@@ -246,7 +248,7 @@ def import_(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A YAML or JSON taxonomy file.")],
 ) -> None:
     """Validate an edited taxonomy file and save it as a new version (its parent: the version it came from)."""
-    from tnt.taxonomy import import_taxonomy
+    from tnt.taxonomy.file import import_taxonomy
 
     with open_workspace(workspace) as ws:
         try:
@@ -270,8 +272,8 @@ def refine(
     api_key: ApiKeyOption = None,
 ) -> None:
     """An LLM revision of a version, guided by feedback and by labels people corrected (moved to Other or swapped)."""
-    from tnt.taxonomy_generate import GuardrailFailure
-    from tnt.taxonomy_pipeline import limits_for, refine_taxonomy
+    from tnt.taxonomy.pipeline import limits_for, refine_taxonomy
+    from tnt.taxonomy.proposer import GuardrailFailure
 
     settings = llm_settings(model, api_base, api_key)
     with open_workspace(workspace) as ws:
@@ -303,7 +305,7 @@ def evaluate(
     dry_run: DryRunOption = False,
 ) -> None:
     """Coverage (share not put in Other), label accuracy (pairwise forced choice), use-case relevance; AMI with --reference."""
-    from tnt.taxonomy_evaluate import estimate_evaluate, evaluate_taxonomy
+    from tnt.taxonomy.evaluate import estimate_evaluate, evaluate_taxonomy
 
     settings = llm_settings(model, api_base, api_key, concurrency)
     options = {"version": version, "sample": sample, "seed": seed, "reference": reference,

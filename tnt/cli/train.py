@@ -44,8 +44,8 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Seed for the evaluation split and the MLP.")] = 0,
 ) -> None:
     """Train a classifier on LLM labels (human labels override them), evaluate it and register it."""
-    from tnt.distill import DistillError
-    from tnt.distill import train as train_model
+    from tnt.distill.heads import DistillError
+    from tnt.distill.train import train as train_model
 
     with open_workspace(workspace) as ws:
         try:
@@ -87,7 +87,7 @@ def _number(value: Any) -> str:
 
 def models(workspace: WorkspaceOption) -> None:
     """List the trained models of the workspace with their evaluation."""
-    from tnt.distill import ModelStore
+    from tnt.distill.store import ModelStore
 
     with open_workspace(workspace) as ws:
         table = Table("model", "taxonomy", "kind", "target", "evaluated on", "n", "accuracy", "macro F1", "κ", "created")

@@ -1,192 +1,20 @@
-"""Taxonomies: label sets, versioned in the workspace.
-
-Every generated, edited, refined or imported taxonomy is a new immutable version with its parent,
-so lineage and diffs are always available. This module owns the ``taxonomies`` table; it also holds
-what every taxonomy must satisfy (``guardrail_problems``), the YAML/JSON file format people edit
-(``dump_taxonomy`` / ``load_taxonomy_file``, errors reported by line) and ``diff_taxonomies``.
-Generation lives in ``taxonomy_generate``, evaluation in ``taxonomy_evaluate``.
-"""
+"""Taxonomy files: export a version as YAML or JSON, import an edited file as a new version (every
+problem reported with its line), and the diff between two versions."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tnt.workspace import Workspace, WorkspaceError, utc_now
+from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyLabel, TaxonomyStore
 
-OTHER_LABEL = "Other"
-
-
-class TaxonomyLabel(BaseModel):
-    name: str = Field(min_length=1)
-    description: str = ""
-    parent: str | None = None
-
-
-class Taxonomy(BaseModel):
-    """A label set plus where it came from. ``version`` is None until it is saved."""
-
-    labels: list[TaxonomyLabel]
-    version: int | None = None
-    parent: int | None = None
-    method: str = "manual"
-    use_case: str = ""
-    model: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    prompt_hashes: dict[str, str] = Field(default_factory=dict)
-    score: float | None = None
-    run_id: str | None = None
-    note: str = ""
-    created_at: str | None = None
-
-    @property
-    def names(self) -> list[str]:
-        """Every label, group labels of a two-level taxonomy included."""
-        return [label.name for label in self.labels]
-
-    @property
-    def leaves(self) -> list[TaxonomyLabel]:
-        """The labels documents get: all of them, less the groups of a two-level taxonomy."""
-        groups = {label.parent for label in self.labels if label.parent}
-        return [label for label in self.labels if label.name not in groups]
-
-    @property
-    def leaf_names(self) -> list[str]:
-        return [label.name for label in self.leaves]
-
-    def tree(self) -> dict[str | None, list[TaxonomyLabel]]:
-        """Children by parent name (None: top level), in table order; nests as Label Studio's <Taxonomy>."""
-        children: dict[str | None, list[TaxonomyLabel]] = {}
-        for label in self.labels:
-            children.setdefault(label.parent, []).append(label)
-        return children
-
-    def content_hash(self) -> str:
-        payload = json.dumps([label.model_dump() for label in self.labels], sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-class TaxonomyStore:
-    """Saved taxonomy versions of one workspace."""
-
-    def __init__(self, workspace: Workspace):
-        self.db = workspace.db
-
-    def save(self, taxonomy: Taxonomy) -> Taxonomy:
-        row = {
-            "parent": taxonomy.parent,
-            "method": taxonomy.method,
-            "use_case": taxonomy.use_case,
-            "labels": json.dumps([label.model_dump() for label in taxonomy.labels]),
-            "content_hash": taxonomy.content_hash(),
-            "model": taxonomy.model,
-            "params": json.dumps(taxonomy.params),
-            "prompt_hashes": json.dumps(taxonomy.prompt_hashes),
-            "score": taxonomy.score,
-            "run_id": taxonomy.run_id,
-            "note": taxonomy.note,
-            "created_at": utc_now(),
-        }
-        version = self.db["taxonomies"].insert(row).last_pk
-        return self.get(version)
-
-    def get(self, version: int | None = None) -> Taxonomy:
-        """A version, or the latest one when ``version`` is None."""
-        if version is None:
-            row = self.db.execute("select max(version) from taxonomies").fetchone()
-            if row[0] is None:
-                raise WorkspaceError("the workspace has no taxonomy yet")
-            version = row[0]
-        rows = list(self.db["taxonomies"].rows_where("version = ?", [version]))
-        if not rows:
-            raise WorkspaceError(f"no taxonomy version {version}")
-        return _from_row(rows[0])
-
-    def find_by_content(self, method: str, content_hash: str) -> Taxonomy | None:
-        rows = list(
-            self.db["taxonomies"].rows_where(
-                "method = ? and content_hash = ?", [method, content_hash], order_by="version desc", limit=1
-            )
-        )
-        return _from_row(rows[0]) if rows else None
-
-    def all(self) -> list[Taxonomy]:
-        return [_from_row(row) for row in self.db["taxonomies"].rows_where(order_by="version")]
-
-
-def _from_row(row: dict[str, Any]) -> Taxonomy:
-    return Taxonomy(
-        version=row["version"],
-        parent=row["parent"],
-        method=row["method"],
-        use_case=row["use_case"] or "",
-        labels=[TaxonomyLabel(**label) for label in json.loads(row["labels"])],
-        model=row["model"],
-        params=json.loads(row["params"] or "{}"),
-        prompt_hashes=json.loads(row["prompt_hashes"] or "{}"),
-        score=row["score"],
-        run_id=row["run_id"],
-        note=row["note"] or "",
-        created_at=row["created_at"],
-    )
-
-
-# Guardrails: what every generated or refined table must satisfy
-
-
-class TaxonomyLimits(BaseModel):
-    """Bounds on a label table (TnT-LLM's guardrails); the prompts state them to the model."""
-
-    model_config = ConfigDict(frozen=True)
-
-    min_labels: int = Field(2, ge=1)
-    max_labels: int = Field(10, ge=1)
-    max_name_words: int = Field(5, ge=1)
-    max_description_words: int = Field(30, ge=1)
-
-
-def guardrail_problems(labels: list[TaxonomyLabel], limits: TaxonomyLimits) -> list[str]:
-    """Everything wrong with a flat table, as sentences; an empty list means it passes."""
-    problems = []
-    if not limits.min_labels <= len(labels) <= limits.max_labels:
-        problems.append(
-            f"{len(labels)} labels, but there must be {limits.min_labels} to {limits.max_labels}"
-        )
-    uses = Counter(label.name.strip().casefold() for label in labels)
-    seen: set[str] = set()
-    for label in labels:
-        name = label.name.strip()
-        key = name.casefold()
-        if not name:
-            problems.append("a label has an empty name")
-        elif key == OTHER_LABEL.casefold():
-            problems.append(f"{OTHER_LABEL!r} is reserved: it is added to every taxonomy automatically")
-        elif key not in seen:  # a repeated name is reported once, with its count
-            if uses[key] > 1:
-                problems.append(f"label name {name!r} appears {uses[key]} times")
-            if len(name.split()) > limits.max_name_words:
-                problems.append(f"label name {name!r} has more than {limits.max_name_words} words")
-        seen.add(key)
-        if not label.description.strip():
-            problems.append(f"label {name!r} has an empty description")
-        elif len(label.description.split()) > limits.max_description_words:
-            problems.append(f"description of {name!r} has more than {limits.max_description_words} words")
-    return problems
-
-
-# The file people edit: YAML (or JSON, which YAML reads too), every error reported with its line
-
-FILE_HEADER = (
-    "# tnt taxonomy. Edit freely (rename, merge, split, add, delete labels), then\n"
-    "# `tnt taxonomy import FILE`. 'version' is the version this file came from: the import's parent.\n"
-)
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 
 class LabelEntry(BaseModel):
@@ -356,9 +184,6 @@ def _label_problems(entries: list[tuple[int, LabelEntry]], lines: dict[tuple, in
     return problems
 
 
-# Diff
-
-
 @dataclass
 class TaxonomyDiff:
     old: int | None
@@ -396,3 +221,9 @@ def diff_taxonomies(old: Taxonomy, new: Taxonomy) -> TaxonomyDiff:
     diff.added = [label for label in added if label.name not in renamed_to]
     diff.changed.sort()
     return diff
+
+
+FILE_HEADER = (
+    "# tnt taxonomy. Edit freely (rename, merge, split, add, delete labels), then\n"
+    "# `tnt taxonomy import FILE`. 'version' is the version this file came from: the import's parent.\n"
+)

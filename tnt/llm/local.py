@@ -91,7 +91,7 @@ class LocalModels:
         return self._models[key]
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]):
-        from tnt.llm import raw_from_openai_dict
+        from tnt.llm.gateway import raw_from_openai_dict
 
         path = resolve_model_path(model)
         kwargs: dict[str, Any] = {

@@ -26,23 +26,33 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tnt.corpus_files import (
-    FileError, Fields, RowError, Source, document_id, read_errors, read_rows, resolve_sources, to_candidate,
+from tnt.corpus.readers import (
+    Fields,
+    FileError,
+    RowError,
+    Source,
+    document_id,
+    read_errors,
+    read_rows,
+    resolve_sources,
+    to_read_row,
 )  # fmt: skip
-from tnt.distill import TextModel
-from tnt.label import LabelRecord, LabelStore
-from tnt.workspace import Workspace
+from tnt.distill.model import TextModel
+from tnt.labels.store import LabelRecord, LabelStore
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 CHUNK_DOCS = 4096
 MANIFEST = "_tnt_tag.json"
 MAX_CHARS = 1_000_000
-ProgressCallback = Callable[[int], None]  # documents tagged since the last call
+TaggedCallback = Callable[[int], None]  # documents tagged since the last call
 
 
 class TagError(Exception):
@@ -100,7 +110,7 @@ def tag_files(
     id_field: str | None = None,
     top_k: int = 3,
     chunk_docs: int = CHUNK_DOCS,
-    on_progress: ProgressCallback | None = None,
+    on_progress: TaggedCallback | None = None,
 ) -> TagSummary:
     """Tag every input shard into ``out_dir``; shards completed by an earlier run are skipped."""
     sources = resolve_sources(inputs)
@@ -142,7 +152,7 @@ def _check_manifest(out_dir: Path, settings: dict[str, Any]) -> None:
 
 def _tag_shard(
     model: TextModel, source: Source, fields: Fields, target: Path, top_k: int, chunk_docs: int,
-    on_progress: ProgressCallback | None,
+    on_progress: TaggedCallback | None,
 ) -> int:  # fmt: skip
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)  # left by an interrupted run
@@ -176,7 +186,7 @@ def _chunks(source: Source, fields: Fields, chunk_docs: int) -> Iterator[tuple[l
             try:
                 if isinstance(record, RowError):
                     raise record
-                candidate = to_candidate(record, fields, MAX_CHARS)
+                candidate = to_read_row(record, fields, MAX_CHARS)
             except RowError as problem:
                 raise TagError(f"{place}: {problem.message}") from None
             ids.append(candidate.id)
@@ -230,14 +240,14 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 def tag_corpus(
     workspace: Workspace, model_id: str, *, chunk_docs: int = CHUNK_DOCS, device: str | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_progress: TaggedCallback | None = None,
 ) -> TagSummary:  # fmt: skip
     """Label every workspace document with a registered model (source ``model``, origin ``model:<id>``).
 
     Resumable: documents that already carry a label from this model are skipped.
     """
-    from tnt.corpus import DocumentStore
-    from tnt.distill import ModelStore
+    from tnt.corpus.ingest import DocumentStore
+    from tnt.distill.store import ModelStore
 
     info = ModelStore(workspace).get(model_id)
     model = TextModel.load(info.path, device)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,15 +24,17 @@ from pydantic import (
     create_model,
 )
 
-from tnt.corpus import Document, DocumentStore
-from tnt.label import LabelRecord, LabelStore
-from tnt.llm import Gateway, LLMFailure, LLMSettings, call_summary
-from tnt.prompts import PromptLibrary
-from tnt.summarize import clip
-from tnt.taxonomy import OTHER_LABEL, Taxonomy, TaxonomyStore
-from tnt.workspace import Run, Workspace, WorkspaceError
+from tnt.corpus.ingest import Document, DocumentStore
+from tnt.corpus.store import unique
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings
+from tnt.llm.prompts import PromptLibrary
+from tnt.llm.stage import DocumentProgress, StageContext, StageResult, run_llm_stage
+from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
+from tnt.taxonomy.summarize import clip
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 LABEL_PROMPT = "label"
 BATCH_PROMPT = "label_batch"
@@ -210,111 +211,6 @@ class Labeler:
             yield self.request(group)
 
 
-ProgressCallback = Callable[[int, int, "float | None"], None]  # done, total, cost so far ($; None: unknown)
-
-
-@dataclass
-class StageResult:
-    """What a labeling or scoring run did; also saved as the run's stats."""
-
-    run_id: str
-    documents: int  # selected
-    skipped: int = 0  # already done by an earlier run with the same model and prompt
-    labeled: int = 0
-    failed: int = 0  # each recorded as a run issue with the reason
-    requests: int = 0  # HTTP requests sent, retries included, cache hits not
-    cost: float | None = 0.0  # dollars for this run; None where a price is unknown
-    counts: dict[str, int] = field(default_factory=dict)  # per label given, or per scoring method
-
-    def stats(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if key != "run_id"}
-
-
-@dataclass
-class Tally:
-    """Running totals for the progress bar."""
-
-    total: int
-    on_progress: ProgressCallback | None = None
-    done: int = 0
-    cost: float | None = 0.0
-
-    def __post_init__(self) -> None:
-        self.advance(0)
-
-    def advance(self, documents: int, cost: float | None = 0.0) -> None:
-        self.done += documents
-        self.cost = None if cost is None or self.cost is None else self.cost + cost
-        if self.on_progress:
-            self.on_progress(self.done, self.total, self.cost)
-
-
-async def run_concurrently(
-    items: Iterable[T], handle: Callable[[T], Awaitable[None]], concurrency: int
-) -> None:
-    """``handle`` every item with at most ``concurrency`` in progress; items are pulled lazily."""
-    iterator = iter(items)
-
-    async def worker() -> None:
-        for item in iterator:  # no await between pulls, so workers never interleave inside next()
-            await handle(item)
-
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-
-
-@dataclass
-class StageContext:
-    """What a stage's job works with: its run, gateway, the result it fills and the progress tally."""
-
-    run: Run
-    gateway: Gateway
-    result: StageResult
-    tally: Tally
-
-    def done(self, keys: Sequence[str], cost: float | None) -> None:
-        """Documents finished by one request; ``keys``: what each is counted under (label, scoring method)."""
-        self.result.labeled += len(keys)
-        for key in keys:
-            self.result.counts[key] = self.result.counts.get(key, 0) + 1
-        self.tally.advance(len(keys), cost)
-
-    def fail(self, doc: Document, reason: str, field: str) -> None:
-        self.run.record_issue(f"document {doc.id}", reason, field)
-        self.result.failed += 1
-        self.tally.advance(1)
-
-
-def run_llm_stage(
-    workspace: Workspace,
-    kind: str,
-    params: dict[str, Any],
-    settings: LLMSettings,
-    *,
-    documents: int,
-    skipped: int,
-    items: Iterable[T],
-    handler: Callable[[StageContext], Callable[[T], Awaitable[None]]],
-    on_progress: ProgressCallback | None = None,
-) -> StageResult:
-    """A stage as a run: ``handler(context)`` handles every item, ``settings.max_concurrency`` at once.
-    Requests, cost and stats are saved however the run ends, an interruption included."""
-    with workspace.run(kind, params) as run:
-        result = StageResult(run.id, documents=documents, skipped=skipped)
-        gateway = Gateway(workspace, settings, run_id=run.id, stage=kind)
-        context = StageContext(run, gateway, result, Tally(documents - skipped, on_progress))
-        try:
-            asyncio.run(run_concurrently(items, handler(context), settings.max_concurrency))
-        finally:
-            result.requests = gateway.http_requests
-            result.cost = run_cost(workspace, run.id)
-            run.stats = result.stats()
-    return result
-
-
-def unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
 @dataclass
 class _LabelingJob:
     labeler: Labeler
@@ -329,7 +225,7 @@ class _LabelingJob:
             )
         except LLMFailure as exc:
             if len(request.docs) == 1:
-                self.context.fail(request.docs[0], exc.reason, "label")
+                self.context.fail(request.docs[0].id, exc.reason, "label")
             else:  # the batch as a whole failed: each document gets its own chance
                 await self.alone(request.docs)
             return
@@ -405,7 +301,7 @@ def label_documents(
     batch_max_chars: int = 1000,
     max_doc_chars: int = 6000,
     prompts: PromptLibrary | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_progress: DocumentProgress | None = None,
 ) -> StageResult:
     """Label documents with one taxonomy version (None: the latest) through the LLM.
 
@@ -461,43 +357,5 @@ def estimate_labeling(
     return {"documents": len(selected), "skipped": len(done), **estimate}
 
 
-def run_cost(workspace: Workspace, run_id: str) -> float | None:
-    rows = call_summary(workspace, run_id)
-    return None if any(row["cost"] is None for row in rows) else sum(row["cost"] for row in rows)
 
 
-# Documents, through the corpus module
-
-
-def select_documents(
-    workspace: Workspace, *, sample: int | None = None, ids_file: Path | str | None = None, seed: int = 0
-) -> list[str]:
-    """Document ids to work on: a seeded sample of ``sample`` documents (the same seed gives the same
-    documents, so rerunning a command resumes it), the ids listed in ``ids_file`` (one per line; blank
-    lines and ``#`` comments skipped), or the whole corpus when neither is given."""
-    if sample is not None and ids_file is not None:
-        raise ValueError("give a sample size or an ids file, not both")
-    store = DocumentStore(workspace)
-    if not store.count():
-        raise WorkspaceError("the workspace has no documents; add some with `tnt ingest`")
-    if ids_file is not None:
-        return _read_ids_file(Path(ids_file), set(store.ids()))
-    if sample is not None:
-        return [doc.id for doc in store.sample(sample, seed)]
-    return store.ids()
-
-
-def _read_ids_file(path: Path, known: set[str]) -> list[str]:
-    ids, unknown = [], []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            doc_id = line.strip()
-            if not doc_id or doc_id.startswith("#"):
-                continue
-            (ids if doc_id in known else unknown).append((number, doc_id))
-    if unknown:
-        shown = "; ".join(f"{path}:{number}: no document {doc_id!r}" for number, doc_id in unknown[:5])
-        raise ValueError(f"{len(unknown)} ids in {path} are not in the workspace: {shown}")
-    if not ids:
-        raise ValueError(f"{path} lists no document ids")
-    return unique(doc_id for _, doc_id in ids)

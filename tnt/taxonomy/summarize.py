@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from tnt.llm import Gateway, LLMFailure
-from tnt.prompts import PromptLibrary
-from tnt.workspace import Workspace, utc_now
+from tnt.corpus.store import DocumentStore
+from tnt.llm.gateway import Gateway, LLMFailure
+from tnt.llm.prompts import PromptLibrary
+from tnt.runs import utc_now
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 PROMPT = "summarize"
 MAX_OUTPUT_TOKENS = 120
@@ -188,3 +194,20 @@ async def summarize_with_store(
     )
     by_id = stored | {summary.doc_id: summary for summary in made}
     return [by_id[item.id] for item in items]
+
+
+def sample_documents(
+    workspace: Workspace, sample: int | None, seed: int, among: list[str] | None = None
+) -> list[TextItem]:
+    """A seeded random sample of the corpus, or of the documents ``among`` (all when ``sample`` is None)."""
+    documents = DocumentStore(workspace)
+    if among is None and sample is not None:
+        chosen = documents.sample(sample, seed)
+    else:
+        ids = among if among is not None else documents.ids()
+        if sample is not None and sample < len(ids):
+            ids = sorted(random.Random(seed).sample(ids, sample))
+        chosen = documents.get(ids)
+    if not chosen:
+        raise ValueError("no documents to sample from; add some with `tnt ingest`")
+    return [TextItem(doc.id, doc.text) for doc in chosen]

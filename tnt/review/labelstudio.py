@@ -26,15 +26,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tnt.label import LabelRecord, LabelStore
-from tnt.labeler import label_choices, label_documents
-from tnt.llm import LLMSettings
-from tnt.taxonomy import OTHER_LABEL, Taxonomy, TaxonomyStore
-from tnt.workspace import Workspace, WorkspaceError, utc_now
+from tnt.labels.labeling import label_choices, label_documents
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.llm.gateway import LLMSettings
+from tnt.runs import WorkspaceError, utc_now
+from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
     from label_studio_sdk.label_interface import LabelInterface
+
+    from tnt.workspace import Workspace
 
 log = logging.getLogger("tnt.labelstudio")
 
@@ -211,11 +213,11 @@ _loaded_models_lock = threading.Lock()
 
 
 def _loaded_model(workspace: Workspace, model_id: str) -> tuple[Any, threading.Lock]:
-    from tnt import distill
+    from tnt.distill.store import load_model
 
     with _loaded_models_lock:
         if model_id not in _loaded_models:
-            _loaded_models[model_id] = (distill.load_model(workspace, model_id), threading.Lock())
+            _loaded_models[model_id] = (load_model(workspace, model_id), threading.Lock())
         return _loaded_models[model_id]
 
 
@@ -262,9 +264,9 @@ def predictor_for(
     workspace: Workspace, taxonomy_version: int, settings: LLMSettings | None = None, multi: bool = False
 ) -> Predictor:
     """The newest distilled model of the taxonomy version when one exists, else the LLM labels."""
-    from tnt import distill
+    from tnt.distill.store import latest_model
 
-    info = distill.latest_model(workspace, taxonomy_version)
+    info = latest_model(workspace, taxonomy_version)
     if info is None:
         return LLMPredictor(taxonomy_version, settings or LLMSettings(), multi)
     return DistilledPredictor(taxonomy_version, info.id)
@@ -440,7 +442,7 @@ def push(
 ) -> PushResult:
     """Create or update the project for a taxonomy version and import the documents not yet in it,
     each with tnt's prediction attached (unless ``predictions`` is off: the backend serves them)."""
-    from tnt.corpus import DocumentStore
+    from tnt.corpus.ingest import DocumentStore
 
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     assert taxonomy.version is not None

@@ -15,21 +15,24 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, create_model
 
-from tnt.label import LabelStore
-from tnt.llm import Gateway, LLMFailure, LLMSettings
-from tnt.prompts import PromptLibrary
-from tnt.summarize import TextItem, clip
-from tnt.taxonomy import OTHER_LABEL, TaxonomyLabel, TaxonomyStore
-from tnt.taxonomy_pipeline import sample_documents
-from tnt.workspace import Workspace
+from tnt.labels.store import reference_labels
+from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings
+from tnt.llm.prompts import PromptLibrary
+from tnt.metrics import reference_agreement
+from tnt.taxonomy.pipeline import sample_documents
+from tnt.taxonomy.store import OTHER_LABEL, TaxonomyLabel, TaxonomyStore
+from tnt.taxonomy.summarize import TextItem, clip
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 PROMPTS = ("taxonomy_eval_assign", "taxonomy_eval_pairwise", "taxonomy_eval_relevance")
 
@@ -173,36 +176,6 @@ def summarise(version: int | None, results: list[ItemResult]) -> Evaluation:
         failures=sum(bool(r.errors) for r in results),
         items=results,
     )
-
-
-def reference_agreement(
-    assigned: dict[str, str], reference: dict[str, str]
-) -> tuple[float, dict[str, dict[str, Any]]]:
-    """AMI over the documents both cover, and each label's most frequent reference label."""
-    from sklearn.metrics import adjusted_mutual_info_score
-
-    common = sorted(assigned.keys() & reference.keys())
-    if not common:
-        raise ValueError("no document has both an assigned and a reference label")
-    ami = float(adjusted_mutual_info_score([reference[d] for d in common], [assigned[d] for d in common]))
-    by_label: dict[str, Counter[str]] = defaultdict(Counter)
-    for doc in common:
-        by_label[assigned[doc]][reference[doc]] += 1
-    mapping = {}
-    for label, counts in sorted(by_label.items(), key=lambda kv: -sum(kv[1].values())):
-        top, n = counts.most_common(1)[0]
-        mapping[label] = {"reference": top, "share": round(n / sum(counts.values()), 3), "count": sum(counts.values())}
-    return ami, mapping
-
-
-def reference_labels(workspace: Workspace, version: int) -> dict[str, str]:
-    """People's current labels under ``version``: e.g. the version ``tnt ingest --label-field`` made
-    from a gold set such as BANKING77's intents."""
-    TaxonomyStore(workspace).get(version)  # an unknown version is an error, not an empty reference
-    rows = LabelStore(workspace).current(version, "human")
-    if not rows:
-        raise ValueError(f"taxonomy version {version} has no human labels to use as reference")
-    return {doc_id: row["label"] for doc_id, row in rows.items() if row["label"]}
 
 
 def evaluate_taxonomy(

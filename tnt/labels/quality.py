@@ -17,26 +17,34 @@ import math
 import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
-from tnt.corpus import Document, DocumentStore
-from tnt.label import LabelRecord, LabelStore
-from tnt.labeler import (
+from tnt.corpus.ingest import Document, DocumentStore
+from tnt.labels.labeling import (
     DOCUMENT_PAGE,
-    ProgressCallback,
+    DocumentProgress,
     StageContext,
     StageResult,
     run_llm_stage,
     unique,
 )
-from tnt.llm import Completion, Gateway, LLMFailure, LLMSettings, offers_logprobs
-from tnt.prompts import PromptLibrary
-from tnt.summarize import clip
-from tnt.workspace import Workspace
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.llm.gateway import (
+    Completion,
+    Gateway,
+    LLMFailure,
+    LLMSettings,
+    offers_logprobs,
+)
+from tnt.llm.prompts import PromptLibrary
+from tnt.taxonomy.summarize import clip
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 DEFAULT_PROMPT = "ask_llm"
 SCORING_FILE = "scoring.yaml"
@@ -204,7 +212,7 @@ class _ScoringJob:
         try:
             score, completions = await self.scorer.score(context.gateway, doc)
         except LLMFailure as exc:
-            context.fail(doc, exc.reason, "score")
+            context.fail(doc.id, exc.reason, "score")
             return
         self.store.add([self.scorer.record(doc.id, score, context.run.id, context.gateway.model)])
         context.done([score.method], _total_cost(completions))
@@ -250,7 +258,7 @@ def score_quality(
     prompt: str = DEFAULT_PROMPT,
     prompts: PromptLibrary | None = None,
     max_doc_chars: int = 6000,
-    on_progress: ProgressCallback | None = None,
+    on_progress: DocumentProgress | None = None,
 ) -> StageResult:
     """Score documents with a scoring prompt (default: Ask-LLM's) and store the scores.
 

@@ -19,20 +19,19 @@ Import rules, in one place:
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tnt.corpus_files import (
-    Candidate,
+from tnt.corpus.readers import (
     Fields,
     FileError,
     IngestError,
     Place,
+    ReadRow,
     RowError,
     Source,
     describe_read_error,
@@ -40,11 +39,13 @@ from tnt.corpus_files import (
     read_errors,
     read_rows,
     resolve_sources,
-    to_candidate,
+    to_read_row,
 )
-from tnt.label import LabelRecord, LabelStore
-from tnt.taxonomy import Taxonomy, TaxonomyLabel, TaxonomyStore
-from tnt.workspace import Run, Workspace, WorkspaceError, utc_now
+from tnt.corpus.store import Document, DocumentStore, chunks
+from tnt.runs import Run, utc_now
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 __all__ = ["DEFAULT_MAX_CHARS", "Document", "DocumentStore", "FileSummary", "IngestError", "IngestSummary",
            "OnError", "Problem", "document_id", "ingest"]  # fmt: skip
@@ -55,7 +56,23 @@ BATCH_CHARS = 8_000_000  # a batch of long documents is written early, so memory
 LEADING_FAILURES = 1000  # a file whose first this-many rows all fail is given up (wrong --text-field?)
 ISSUES_KEPT = 20  # problems kept in the summary; the run record holds all of them
 
-ProgressCallback = Callable[[int], None]  # rows read since the last call
+RowsReadCallback = Callable[[int], None]  # rows read since the last call
+StagedLabels = Iterator[tuple[str, list[tuple[str, str]]]]  # (origin, a page of (doc_id, label))
+
+
+@dataclass
+class ImportedLabels:
+    """Where a label sink put the imported labels."""
+
+    taxonomy_version: int
+    added: int
+    already_present: int
+
+
+class LabelSink(Protocol):
+    """Stores labels read with ``--label-field``; the corpus stage itself owns only documents."""
+
+    def __call__(self, run: Run, label_field: str, names: list[str], labels: StagedLabels) -> ImportedLabels: ...
 
 
 class OnError(str, Enum):
@@ -64,68 +81,6 @@ class OnError(str, Enum):
 
 
 # Documents, for every stage
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    text: str
-
-
-class DocumentStore:
-    """Read access to the corpus. Batches come in import order; memory stays bounded by the batch."""
-
-    def __init__(self, workspace: Workspace):
-        self.db = workspace.db
-
-    def count(self) -> int:
-        return self.db["documents"].count
-
-    def ids(self) -> list[str]:
-        """Every document id, in import order."""
-        return [row[0] for row in self.db.execute("select id from documents order by rowid")]
-
-    def iter_batches(self, batch_size: int = 1000, ids: Sequence[str] | None = None) -> Iterator[list[Document]]:
-        """All documents (``ids`` None) or the given ones in the given order, ``batch_size`` at a time."""
-        if ids is not None:
-            for start in range(0, len(ids), batch_size):
-                yield self.get(ids[start : start + batch_size])
-            return
-        last = 0
-        while True:
-            rows = self.db.execute(
-                "select rowid, id, text from documents where rowid > ? order by rowid limit ?", [last, batch_size]
-            ).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [Document(doc_id, text) for _, doc_id, text in rows]
-
-    def get(self, ids: Sequence[str]) -> list[Document]:
-        """The documents with these ids, in the same order; an unknown id is an error."""
-        found: dict[str, str] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            marks = ",".join("?" * len(chunk))
-            found.update(self.db.execute(f"select id, text from documents where id in ({marks})", chunk).fetchall())
-        missing = [doc_id for doc_id in ids if doc_id not in found]
-        if missing:
-            shown = ", ".join(repr(doc_id) for doc_id in missing[:5])
-            raise WorkspaceError(f"{len(missing)} unknown document id(s): {shown}")
-        return [Document(doc_id, found[doc_id]) for doc_id in ids]
-
-    def sample(self, n: int, seed: int = 0) -> list[Document]:
-        """``n`` documents chosen by a seeded hash of their ids: the same seed gives the same sample, and
-        importing more documents keeps earlier members unless a new document ranks before them."""
-        self.db.conn.create_function("tnt_sample_rank", 2, _sample_rank, deterministic=True)
-        rows = self.db.execute(
-            "select id from documents order by tnt_sample_rank(?, id), id limit ?", [seed, n]
-        ).fetchall()
-        return self.get([row[0] for row in rows])
-
-
-def _sample_rank(seed: int, doc_id: str) -> int:
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1  # SQLite integers are signed 64-bit
 
 
 @dataclass(frozen=True)
@@ -197,20 +152,25 @@ def ingest(
     label_field: str | None = None,
     on_error: OnError | str = OnError.skip,
     max_chars: int = DEFAULT_MAX_CHARS,
-    on_progress: ProgressCallback | None = None,
+    on_progress: RowsReadCallback | None = None,
+    label_sink: LabelSink | None = None,
 ) -> IngestSummary:
     """Import documents (and optionally their labels) from files into the workspace.
 
+    With ``label_field``, the values read are handed to ``label_sink`` once the documents are in
+    (``Workspace.ingest`` passes the one that stores them as human labels of a taxonomy version).
     Raises ``IngestError`` for unusable paths (before anything is read) and, with ``on_error="fail"``,
     for the first bad row or file, after rolling the whole run back.
     """
+    if label_field and label_sink is None:
+        raise ValueError("label_field needs a label_sink to store the labels (Workspace.ingest passes one)")
     sources = resolve_sources(paths)
     on_error = OnError(on_error)
     fields = Fields(text_field, id_field, label_field)
     params = {"paths": [s.location for s in sources], "text_field": text_field, "id_field": id_field,
               "label_field": label_field, "on_error": on_error.value, "max_chars": max_chars}  # fmt: skip
     with workspace.run("ingest", params) as run:
-        importer = _Importer(workspace, run, fields, on_error, max_chars, on_progress)
+        importer = _Importer(workspace, run, fields, on_error, max_chars, on_progress, label_sink)
         importer.import_all(sources)
         return importer.summary
 
@@ -223,7 +183,8 @@ class _Importer:
         fields: Fields,
         on_error: OnError,
         max_chars: int,
-        on_progress: ProgressCallback | None,
+        on_progress: RowsReadCallback | None,
+        label_sink: LabelSink | None = None,
     ):
         self.workspace = workspace
         self.db = workspace.db
@@ -233,6 +194,7 @@ class _Importer:
         self.max_chars = max_chars
         self.on_progress = on_progress or (lambda rows: None)
         self.summary = IngestSummary(run.id, [], [])
+        self.label_sink = label_sink
         self.staged_labels = _StagedLabels(workspace) if fields.label else None
         self.unrecorded: list[Problem] = []
 
@@ -270,7 +232,7 @@ class _Importer:
                 try:
                     if isinstance(item, RowError):
                         raise item
-                    batch.add(to_candidate(item, self.fields, self.max_chars), place)
+                    batch.add(to_read_row(item, self.fields, self.max_chars), place)
                 except RowError as exc:
                     file.skipped += 1
                     self.problem(Problem(str(place), exc.field, exc.message))
@@ -304,24 +266,16 @@ class _Importer:
         self.unrecorded.clear()
 
     def _import_labels(self) -> None:
-        assert self.staged_labels is not None
+        assert self.staged_labels is not None and self.label_sink is not None and self.fields.label
         names = self.staged_labels.names()
         if not names:
             return
-        taxonomy = Taxonomy(
-            labels=[TaxonomyLabel(name=name) for name in names],
-            method="import",
-            run_id=self.run.id,
-            params={"label_field": self.fields.label},
-            note="labels imported with tnt ingest --label-field",
-        )
-        store = TaxonomyStore(self.workspace)
-        version = (store.find_by_content("import", taxonomy.content_hash()) or store.save(taxonomy)).version
-        added, present = self.staged_labels.write(version, self.run.id)
-        self.summary.taxonomy_version = version
+        imported = self.label_sink(self.run, self.fields.label, names, self.staged_labels.pages())
+        self.staged_labels.drop()
+        self.summary.taxonomy_version = imported.taxonomy_version
         self.summary.taxonomy_labels = len(names)
-        self.summary.labels_added = added
-        self.summary.labels_already_present = present
+        self.summary.labels_added = imported.added
+        self.summary.labels_already_present = imported.already_present
 
 
 class _Batch:
@@ -332,12 +286,12 @@ class _Batch:
         self.db = importer.db
         self.source = source
         self.file = file
-        self.rows: list[tuple[Candidate, Place]] = []
+        self.rows: list[tuple[ReadRow, Place]] = []
         self.chars = 0
         self.reported = 0  # rows read when progress was last reported
         self.origin = f"import:{source.location}#{importer.fields.label}"
 
-    def add(self, candidate: Candidate, place: Place) -> None:
+    def add(self, candidate: ReadRow, place: Place) -> None:
         self.rows.append((candidate, place))
         self.chars += len(candidate.text)
 
@@ -396,14 +350,14 @@ class _Batch:
         rows = self.db.execute(f"select id, content_hash, source from documents where id in ({marks})", ids)
         return {doc_id: (digest, source) for doc_id, digest, source in rows}
 
-    def _check_text(self, candidate: Candidate, stored: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    def _check_text(self, candidate: ReadRow, stored: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
         prior = stored.get(candidate.id)
         if prior is not None and prior[0] != candidate.content_hash:
             field = self.importer.fields.id or self.importer.fields.text
             raise RowError(field, f"id {candidate.id!r} already holds a different text (from {prior[1]})")
         return prior
 
-    def _check_label(self, candidate: Candidate, labels: dict[str, tuple[str, str]]) -> None:
+    def _check_label(self, candidate: ReadRow, labels: dict[str, tuple[str, str]]) -> None:
         prior = labels.get(candidate.id)
         if candidate.label is not None and prior is not None and prior[0] != candidate.label:
             raise RowError(
@@ -411,7 +365,7 @@ class _Batch:
                 f"label {candidate.label!r} contradicts label {prior[0]!r} given to the same document at {prior[1]}",
             )
 
-    def _row(self, candidate: Candidate, here: str, now: str) -> tuple[Any, ...]:
+    def _row(self, candidate: ReadRow, here: str, now: str) -> tuple[Any, ...]:
         return (candidate.id, candidate.text, candidate.meta, here, candidate.content_hash,
                 len(candidate.text), self.importer.run.id, now)  # fmt: skip
 
@@ -434,7 +388,7 @@ class _StagedLabels:
 
     def get(self, origin: str, doc_ids: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
-        for chunk in _chunks(doc_ids, 500):
+        for chunk in chunks(doc_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"select doc_id, label, place from {self.TABLE} where origin = ? and doc_id in ({marks})",
@@ -449,27 +403,14 @@ class _StagedLabels:
     def names(self) -> list[str]:
         return [row[0] for row in self.db.execute(f"select distinct label from {self.TABLE} order by label")]
 
-    def write(self, version: int, run_id: str) -> tuple[int, int]:
-        """Add the staged labels not already current for their origin; returns (added, already present)."""
-        store = LabelStore(self.workspace)
-        added = present = 0
+    def pages(self) -> StagedLabels:
         origins = [row[0] for row in self.db.execute(f"select distinct origin from {self.TABLE}")]
         for origin in origins:
-            current = {
-                doc_id: row["label"]
-                for doc_id, row in store.current(version, "human", origins_like=origin).items()
-                if row["origin"] == origin  # origins_like is a LIKE pattern: '_' in a path matches any char
-            }
-            for chunk in self._staged(origin):
-                records = [
-                    LabelRecord(doc_id, "human", label, version, origin=origin, run_id=run_id)
-                    for doc_id, label in chunk
-                    if current.get(doc_id) != label
-                ]
-                added += store.add(records) if records else 0
-                present += len(chunk) - len(records)
+            for page in self._staged(origin):
+                yield origin, page
+
+    def drop(self) -> None:
         self.db.execute(f"drop table {self.TABLE}")
-        return added, present
 
     def _staged(self, origin: str) -> Iterator[list[tuple[str, str]]]:
         last = ""  # pages follow the (origin, doc_id) key, so each page is an index seek
@@ -481,6 +422,3 @@ class _StagedLabels:
             yield rows
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

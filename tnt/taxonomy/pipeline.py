@@ -6,52 +6,52 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from tnt.cluster import (
+from tnt.corpus.ingest import DocumentStore
+from tnt.distill.encoders import DEFAULT_ENCODER
+from tnt.labels.store import LabelRecord, LabelStore
+from tnt.llm.gateway import Gateway, LLMSettings
+from tnt.llm.prompts import PromptLibrary
+from tnt.runs import Run
+from tnt.taxonomy.cluster import (
     ClusterNamer,
     ClusterProposal,
     ClusterProposer,
     KMeansClusterer,
     default_embedder,
 )
-from tnt.corpus import DocumentStore
-from tnt.encoders import DEFAULT_ENCODER
-from tnt.label import LabelRecord, LabelStore
-from tnt.llm import Gateway, LLMSettings
-from tnt.prompts import PromptLibrary
-from tnt.summarize import (
+from tnt.taxonomy.guardrails import TaxonomyLimits, limited, typical_table_tokens
+from tnt.taxonomy.proposer import (
+    RATING_TOKENS,
+    ProposerSettings,
+    TableAnswer,
+    TableCaller,
+    TaxonomyProposer,
+    UpdateAnswer,
+)
+from tnt.taxonomy.refine import Correction, TaxonomyGrouper, TaxonomyRefiner
+from tnt.taxonomy.store import Taxonomy, TaxonomyStore
+from tnt.taxonomy.summarize import (
     MAX_OUTPUT_TOKENS as SUMMARY_TOKENS,
 )
-from tnt.summarize import (
+from tnt.taxonomy.summarize import (
     Summarizer,
     SummaryStore,
     TextItem,
     clip,
+    sample_documents,
     summarize_with_store,
 )
-from tnt.taxonomy import Taxonomy, TaxonomyLimits, TaxonomyStore
-from tnt.taxonomy_generate import (
-    RATING_TOKENS,
-    Correction,
-    ProposerSettings,
-    TableAnswer,
-    TableCaller,
-    TaxonomyGrouper,
-    TaxonomyProposer,
-    TaxonomyRefiner,
-    UpdateAnswer,
-    limited,
-    typical_table_tokens,
-)
-from tnt.workspace import Run, Workspace
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 # A progress reporter: start(description, total) returns advance(n).
 Reporter = Callable[[str, int], Callable[[int], None]]
@@ -71,23 +71,6 @@ class GenerateOptions(BaseModel):
     retries: int = Field(5, ge=0)
     seed_version: int | None = Field(None, description="Start the update loop from this version.")
     prompts_dir: str | None = None
-
-
-def sample_documents(
-    workspace: Workspace, sample: int | None, seed: int, among: list[str] | None = None
-) -> list[TextItem]:
-    """A seeded random sample of the corpus, or of the documents ``among`` (all when ``sample`` is None)."""
-    documents = DocumentStore(workspace)
-    if among is None and sample is not None:
-        chosen = documents.sample(sample, seed)
-    else:
-        ids = among if among is not None else documents.ids()
-        if sample is not None and sample < len(ids):
-            ids = sorted(random.Random(seed).sample(ids, sample))
-        chosen = documents.get(ids)
-    if not chosen:
-        raise ValueError("no documents to sample from; add some with `tnt ingest`")
-    return [TextItem(doc.id, doc.text) for doc in chosen]
 
 
 def generate_taxonomy(
@@ -311,7 +294,6 @@ def human_corrections(workspace: Workspace, version: int | None, max_pairs: int 
     return [Correction(p[0], p[1], n, clip(texts.get(example_doc[p], ""), 200)) for p, n in top]
 
 
-
 # --method cluster
 
 
@@ -406,7 +388,8 @@ def _cluster_proposer(gateway: Gateway, prompts: PromptLibrary, options: Cluster
 
 
 def _agreement(workspace: Workspace, reference: int, documents: list[TextItem], proposal: ClusterProposal) -> dict[str, Any]:
-    from tnt.taxonomy_evaluate import reference_agreement, reference_labels
+    from tnt.labels.store import reference_labels
+    from tnt.metrics import reference_agreement
 
     gold = reference_labels(workspace, reference)
     ids = [doc.id for doc in documents]

@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tnt.workspace import Workspace, utc_now
+from tnt.runs import utc_now
+from tnt.taxonomy.store import TaxonomyStore
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 SOURCES = ("llm", "human", "model")
 
@@ -143,3 +147,13 @@ class LabelStore:
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "extra_labels": json.loads(row["extra_labels"] or "[]")}
+
+
+def reference_labels(workspace: Workspace, version: int) -> dict[str, str]:
+    """People's current labels under ``version``: e.g. the version ``tnt ingest --label-field`` made
+    from a gold set such as BANKING77's intents."""
+    TaxonomyStore(workspace).get(version)  # an unknown version is an error, not an empty reference
+    rows = LabelStore(workspace).current(version, "human")
+    if not rows:
+        raise ValueError(f"taxonomy version {version} has no human labels to use as reference")
+    return {doc_id: row["label"] for doc_id, row in rows.items() if row["label"]}

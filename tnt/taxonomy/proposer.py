@@ -12,16 +12,21 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from statistics import mean
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from tnt.llm import Gateway, LLMFailure
-from tnt.prompts import PromptLibrary
-from tnt.summarize import clip
-from tnt.taxonomy import OTHER_LABEL, TaxonomyLabel, TaxonomyLimits, guardrail_problems
+from tnt.llm.gateway import Gateway, LLMFailure
+from tnt.llm.prompts import PromptLibrary
+from tnt.taxonomy.guardrails import (
+    TaxonomyLimits,
+    guardrail_problems,
+    limited,
+    table_max_tokens,
+)
+from tnt.taxonomy.store import OTHER_LABEL, TaxonomyLabel
+from tnt.taxonomy.summarize import clip
 
 A = TypeVar("A", bound=BaseModel)
 
@@ -66,84 +71,6 @@ class RatingAnswer(BaseModel):
 
 
 RATING_TOKENS = 150
-
-
-class GroupDraft(BaseModel):
-    name: str
-    description: str
-    members: list[int]
-
-
-class GroupAnswer(BaseModel):
-    groups: list[GroupDraft]
-
-
-@cache
-def limited(answer: type[A], limits: TaxonomyLimits, max_groups: int | None = None) -> type[A]:
-    """``answer`` whose JSON schema states the limits (maxItems, maxLength), so grammar-constrained
-    backends cannot break them; validation stays lenient so ``guardrail_problems`` reports them."""
-
-    def model_json_schema(cls: type[A], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        schema = answer.model_json_schema.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
-        _apply_limits(schema, limits, max_groups)
-        return schema
-
-    # Same name as ``answer``: it names the schema sent to the provider and appears in errors.
-    return type(answer.__name__, (answer,), {"model_json_schema": classmethod(model_json_schema)})
-
-
-# The schema bounds names and descriptions by words: a ``pattern`` of at most N words, each of 1 to
-# WORD_MAX_CHARS characters that JSON writes unescaped (no space, quote, backslash or control
-# character). llama.cpp's grammar then cannot break the word guardrails; for it the pattern replaces
-# ``maxLength``, which is set to the same worst case for providers that read only that.
-WORD_MAX_CHARS = 16  # "cryptocurrency" and "authentication" fit; runs of digits and dots do not
-WORD_PATTERN = rf'[^ "\\\x00-\x1F\x7F]{{1,{WORD_MAX_CHARS}}}'
-
-
-def words_pattern(max_words: int) -> str:
-    """A regex for 1 to ``max_words`` words separated by single spaces."""
-    return f"^{WORD_PATTERN}( {WORD_PATTERN}){{0,{max_words - 1}}}$"
-
-
-def words_chars(max_words: int) -> int:
-    return (WORD_MAX_CHARS + 1) * max_words
-
-
-def name_chars(limits: TaxonomyLimits) -> int:
-    return words_chars(limits.max_name_words)
-
-
-def description_chars(limits: TaxonomyLimits) -> int:
-    return words_chars(limits.max_description_words)
-
-
-def table_max_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
-    """Room for a full table of worst-case rows at two characters a token (a small model's digits and
-    repeats come near one; ordinary text is four)."""
-    return 400 + (rows or limits.max_labels) * ((name_chars(limits) + description_chars(limits)) // 2 + 20)
-
-
-def typical_table_tokens(limits: TaxonomyLimits, rows: int | None = None) -> int:
-    """What a full table usually costs (about 1.5 tokens a word), for estimates."""
-    return int(100 + (rows or limits.max_labels) * (limits.max_name_words + limits.max_description_words) * 1.5)
-
-
-def _apply_limits(schema: dict[str, Any], limits: TaxonomyLimits, max_groups: int | None) -> None:
-    properties = schema["properties"]
-    if "labels" in properties:
-        properties["labels"] |= {"minItems": limits.min_labels, "maxItems": limits.max_labels}
-    if "groups" in properties and max_groups:
-        properties["groups"] |= {"minItems": 2, "maxItems": max_groups}
-    for definition in [schema, *schema.get("$defs", {}).values()]:
-        fields = definition.get("properties", {})
-        if "name" in fields:
-            fields["name"] |= _text_bounds(name_chars(limits), limits.max_name_words)
-        if "description" in fields:
-            fields["description"] |= _text_bounds(description_chars(limits), limits.max_description_words)
-
-
-def _text_bounds(max_chars: int, max_words: int) -> dict[str, Any]:
-    return {"minLength": 1, "maxLength": max_chars, "pattern": words_pattern(max_words)}
 
 
 def to_labels(drafts: Sequence[LabelDraft]) -> list[TaxonomyLabel]:
@@ -285,7 +212,7 @@ class ProposerSettings(BaseModel):
 
 
 @dataclass
-class Candidate:
+class CandidateTable:
     epoch: int
     labels: list[TaxonomyLabel]
     score: float | None
@@ -295,8 +222,8 @@ class Candidate:
 class Proposal:
     labels: list[TaxonomyLabel]
     score: float | None  # validation rating (0–100) of the final, reviewed table
-    candidates: list[Candidate]
-    best: Candidate  # the one reviewed: highest validation score, the latest among equals
+    candidates: list[CandidateTable]
+    best: CandidateTable  # the one reviewed: highest validation score, the latest among equals
     update_ratings: list[int]
     # Steps whose answers kept breaking the guardrails; the table they were given was kept instead.
     rejected_steps: list[GuardrailFailure] = field(default_factory=list)
@@ -334,7 +261,7 @@ class TaxonomyProposer:
         if not train:
             raise ValueError("no documents to build a taxonomy from")
         table = list(seed_labels) if seed_labels else None
-        candidates: list[Candidate] = []
+        candidates: list[CandidateTable] = []
         ratings: list[int] = []
         rejected: list[GuardrailFailure] = []
         for epoch in range(self.settings.epochs):
@@ -349,7 +276,7 @@ class TaxonomyProposer:
                         self._keep_given_table(table, failure)
                         rejected.append(failure)
                 _report(on_step, f"epoch {epoch + 1}: {len(table)} labels")
-            candidates.append(Candidate(epoch + 1, table, await self.rate(table, validation)))
+            candidates.append(CandidateTable(epoch + 1, table, await self.rate(table, validation)))
             if self._stalled(candidates):
                 break
         best = max(candidates, key=lambda c: (c.score if c.score is not None else -1, c.epoch))
@@ -368,7 +295,7 @@ class TaxonomyProposer:
         if not failure.answered or guardrail_problems(table, self.caller.limits):
             raise failure
 
-    def _stalled(self, candidates: list[Candidate]) -> bool:
+    def _stalled(self, candidates: list[CandidateTable]) -> bool:
         patience = self.settings.patience
         if patience is None or len(candidates) <= patience or candidates[-1].score is None:
             return False
@@ -422,76 +349,4 @@ def _report(on_step: Callable[[str], None] | None, message: str) -> None:
 # Stage: group a flat table under parents (--levels 2)
 
 
-@dataclass
-class TaxonomyGrouper:
-    caller: TableCaller
-    max_groups: int | None = None
-
-    def groups_allowed(self, n_labels: int) -> int:
-        return self.max_groups or max(2, round(n_labels**0.5))
-
-    async def group(self, labels: list[TaxonomyLabel]) -> list[TaxonomyLabel]:
-        """Parents first, each followed by its children (``parent`` set); the leaves keep their text."""
-        max_groups = self.groups_allowed(len(labels))
-        answer = await self.caller.call(
-            "taxonomy_group",
-            limited(GroupAnswer, self.caller.limits, max_groups),
-            0.0,
-            lambda a: self.problems(a, labels, max_groups),
-            labels=table_view(labels),
-            max_groups=max_groups,
-        )
-        grouped: list[TaxonomyLabel] = []
-        for group in answer.groups:
-            grouped.append(TaxonomyLabel(name=group.name.strip(), description=group.description.strip()))
-            grouped += [labels[i - 1].model_copy(update={"parent": group.name.strip()}) for i in group.members]
-        return grouped
-
-    def problems(self, answer: GroupAnswer, labels: list[TaxonomyLabel], max_groups: int) -> list[str]:
-        limits = self.caller.limits.model_copy(update={"min_labels": 2, "max_labels": max_groups})
-        group_labels = [TaxonomyLabel(name=g.name, description=g.description) for g in answer.groups]
-        problems = [p.replace("labels", "groups") for p in guardrail_problems(group_labels, limits)]
-        leaf_names = {label.name.casefold() for label in labels}
-        problems += [f"group {g.name!r} has the name of a label" for g in answer.groups if g.name.strip().casefold() in leaf_names]
-        members = [i for g in answer.groups for i in g.members]
-        missing = sorted(set(range(1, len(labels) + 1)) - set(members))
-        if missing:
-            problems.append(f"labels {missing} are in no group")
-        if unknown := sorted({i for i in members if not 1 <= i <= len(labels)}):
-            problems.append(f"label ids {unknown} do not exist")
-        if repeated := sorted({i for i in members if members.count(i) > 1}):
-            problems.append(f"labels {repeated} are in more than one group")
-        return problems
-
-
 # Stage: refine a table with people's feedback and label corrections
-
-
-@dataclass(frozen=True)
-class Correction:
-    """How often people replaced the model's label with another one (``Other`` included)."""
-
-    llm_label: str
-    human_label: str
-    count: int
-    example: str = ""
-
-
-@dataclass
-class TaxonomyRefiner:
-    caller: TableCaller
-    temperature: float = 0.2
-
-    async def refine(
-        self, labels: list[TaxonomyLabel], feedback: str, corrections: Sequence[Correction] = ()
-    ) -> tuple[list[TaxonomyLabel], list[str]]:
-        """The revised table and the changes the model says it made."""
-        answer = await self.caller.call_table(
-            "taxonomy_refine",
-            limited(RefineAnswer, self.caller.limits),
-            self.temperature,
-            labels=table_view(labels),
-            feedback=feedback,
-            corrections=list(corrections),
-        )
-        return to_labels(answer.labels), answer.changes

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 PROMPTS_ENV = "TNT_PROMPTS"
-_PACKAGE_DIR = Path(__file__).parent
+_PACKAGE_DIR = Path(__file__).parents[1]
 SHIPPED_DIRS = (_PACKAGE_DIR / "_prompts", _PACKAGE_DIR.parent / "prompts")
 
 DOCUMENT_OPEN = "<document>"

@@ -21,12 +21,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from tnt.local_llm import LOCAL_PREFIX, LocalModels
-from tnt.workspace import Workspace, utc_now
+from tnt.llm.local import LOCAL_PREFIX, LocalModels
+from tnt.runs import utc_now
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 DEFAULT_MODEL = f"{LOCAL_PREFIX}smollm2"
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}

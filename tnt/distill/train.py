@@ -1,0 +1,193 @@
+"""``train``: a distilled model from a workspace's labels. LLM labels, overridden by human labels that
+also weigh more; evaluated against human labels when there are enough of them, else against a
+held-out share of the LLM labels."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from tnt.distill.heads import DistillError
+from tnt.distill.model import DistilledClassifier, DistilledRegressor, TextModel
+from tnt.distill.store import ModelInfo, ModelStore
+from tnt.labels.store import LabelStore
+from tnt.metrics import classification_metrics, multilabel_metrics, regression_metrics
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
+
+TARGETS = ("label", "quality")
+
+
+HUMAN_WEIGHT = 3.0  # a person's label counts this many times an LLM label
+
+
+MIN_HUMAN_EVAL = 50  # fewer human-labeled documents than this: evaluate on held-out LLM labels
+
+
+HUMAN_EVAL_SHARE = 0.3  # else this share of them (at least MIN_HUMAN_EVAL) is held out to evaluate on
+
+
+LLM_HOLDOUT = 0.2
+
+
+def evaluate(model: TextModel, texts: Sequence[str], y_true: Sequence[Any]) -> dict[str, Any]:
+    predicted = model.predict(texts)
+    if model.task == "score":
+        return regression_metrics(y_true, predicted)
+    if model.task == "multi":
+        return multilabel_metrics(y_true, predicted)
+    return classification_metrics(list(y_true), list(predicted))
+
+
+def compare(task: str, reference: Sequence[Any], other: Sequence[Any]) -> dict[str, Any]:
+    """How ``other`` agrees with ``reference`` on the same documents (e.g. the LLM against people)."""
+    if task == "score":
+        return regression_metrics(reference, other)
+    if task == "multi":
+        return multilabel_metrics(reference, other)
+    return classification_metrics(list(reference), list(other))
+
+
+@dataclass
+class Example:
+    doc_id: str
+    target: Any  # a label, a list of labels (multi-label) or a number
+    source: str  # "human" or "llm"
+
+
+@dataclass
+class Examples:
+    """Each labeled document once (a human label overrides the LLM's), and LLM labels of human-labeled ones."""
+
+    examples: dict[str, Example]
+    llm_on_human: dict[str, Any]  # doc_id → the LLM's label, for documents people labeled too
+
+
+def gather_examples(
+    workspace: Workspace, taxonomy_version: int | None, task: str, score_origin: str | None = None
+) -> Examples:
+    store = LabelStore(workspace)
+    origin = score_origin if task == "score" else None
+    rows = {source: store.current(taxonomy_version, source, origins_like=origin) for source in ("llm", "human")}
+    targets = {source: {d: _target(row, task) for d, row in rows[source].items()} for source in rows}
+    targets = {source: {d: t for d, t in found.items() if t is not None} for source, found in targets.items()}
+    examples = {d: Example(d, t, "llm") for d, t in targets["llm"].items()}
+    examples |= {d: Example(d, t, "human") for d, t in targets["human"].items()}
+    llm_on_human = {d: targets["llm"][d] for d in targets["human"] if d in targets["llm"]}
+    return Examples(examples, llm_on_human)
+
+
+def _target(row: dict[str, Any], task: str) -> Any:
+    if task == "score":
+        return row["score"]
+    if task == "multi":
+        return [row["label"], *row["extra_labels"]] if row["label"] else None
+    return row["label"]
+
+
+def split_for_evaluation(
+    examples: dict[str, Example], min_human_eval: int, seed: int
+) -> tuple[list[str], list[str], str]:
+    """(training ids, evaluation ids, reference): people's labels when there are enough, else the LLM's."""
+    rng = random.Random(seed)
+    human = sorted(d for d, e in examples.items() if e.source == "human")
+    if len(human) >= min_human_eval:
+        rng.shuffle(human)
+        held = set(human[: max(min_human_eval, int(len(human) * HUMAN_EVAL_SHARE))])
+        reference = "human"
+    else:
+        llm = sorted(d for d, e in examples.items() if e.source == "llm")
+        rng.shuffle(llm)
+        held = set(llm[: int(len(llm) * LLM_HOLDOUT)])
+        reference = "llm-holdout"
+    train_ids = [d for d in examples if d not in held]
+    return train_ids, [d for d in examples if d in held], reference
+
+
+@dataclass
+class TrainReport:
+    model: ModelInfo
+    metrics: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": {**asdict(self.model), "path": str(self.model.path)}, "metrics": self.metrics}
+
+
+def train(
+    workspace: Workspace,
+    taxonomy_version: int | None = None,
+    kind: str = "embed-linear",
+    multi_label: bool = False,
+    target: str = "label",
+    encoder: str | None = None,
+    human_weight: float = HUMAN_WEIGHT,
+    min_human_eval: int = MIN_HUMAN_EVAL,
+    score_origin: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> TrainReport:
+    """Train, evaluate and register a model for a taxonomy version (``target="label"``, the latest
+    version when None) or for numeric quality scores (``target="quality"``)."""
+    if target not in TARGETS:
+        raise DistillError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if target == "label" and taxonomy_version is None:
+        from tnt.taxonomy.store import TaxonomyStore
+
+        taxonomy_version = TaxonomyStore(workspace).get().version
+    version = taxonomy_version if target == "label" else None
+    task = "score" if target == "quality" else ("multi" if multi_label else "single")
+    params = {"taxonomy_version": version, "kind": kind, "task": task, "target": target, "encoder": encoder,
+              "human_weight": human_weight, "min_human_eval": min_human_eval, "seed": seed}  # fmt: skip
+    with workspace.run("train", params) as run:
+        data = gather_examples(workspace, version, task, score_origin)
+        if len(data.examples) < 10:
+            raise DistillError(
+                f"only {len(data.examples)} labeled documents for {'quality scores' if task == 'score' else f'taxonomy version {version}'}; "
+                "label more first (`tnt label`, `tnt score`, or human labels)"
+            )
+        train_ids, eval_ids, reference = split_for_evaluation(data.examples, min_human_eval, seed)
+        texts = _texts(workspace, train_ids + eval_ids)
+        model: TextModel
+        options = {"encoder": encoder, "device": device, "seed": seed}
+        model = DistilledRegressor(kind, **options) if task == "score" else DistilledClassifier(kind, multi_label, **options)
+        weights = [human_weight if data.examples[d].source == "human" else 1.0 for d in train_ids]
+        model.fit([texts[d] for d in train_ids], [data.examples[d].target for d in train_ids], weights)
+        metrics = {
+            "reference": reference,
+            "n_train": len(train_ids),
+            "n_train_human": sum(data.examples[d].source == "human" for d in train_ids),
+            **evaluate(model, [texts[d] for d in eval_ids], [data.examples[d].target for d in eval_ids]),
+            "llm_vs_human": _llm_vs_human(task, data) if data.llm_on_human else None,
+            "encoder_runtime": getattr(model.encoder, "runtime", None),
+        }
+        _record_unseen_labels(run, workspace, version, model)
+        info = ModelStore(workspace).add(model, version, target, metrics, run.id)
+        run.stats = {"model": info.id, "reference": reference, "n_train": len(train_ids), "n_eval": metrics["n"],
+                     **{k: metrics[k] for k in ("accuracy", "macro_f1", "kappa", "mae", "spearman") if k in metrics}}  # fmt: skip
+    return TrainReport(info, metrics)
+
+
+def _texts(workspace: Workspace, doc_ids: list[str]) -> dict[str, str]:
+    from tnt.corpus.ingest import DocumentStore
+
+    return {doc.id: doc.text for doc in DocumentStore(workspace).get(doc_ids)}
+
+
+def _llm_vs_human(task: str, data: Examples) -> dict[str, Any]:
+    """The LLM's labels scored against people's on every document both labeled."""
+    ids = sorted(data.llm_on_human)
+    return compare(task, [data.examples[d].target for d in ids], [data.llm_on_human[d] for d in ids])
+
+
+def _record_unseen_labels(run: Any, workspace: Workspace, version: int | None, model: TextModel) -> None:
+    """Taxonomy labels with no training document can never be predicted: say so in the run."""
+    if version is None:
+        return
+    from tnt.taxonomy.store import TaxonomyStore
+
+    unseen = [name for name in TaxonomyStore(workspace).get(version).leaf_names if name not in set(model.labels)]
+    if unseen:
+        run.record_issue(f"taxonomy v{version}", f"{len(unseen)} label(s) have no training documents: {', '.join(unseen[:20])}", "label")
