@@ -17,10 +17,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from tnt.corpus.ingest import Document
+from tnt.corpus.store import Document
 from tnt.labels.labeling import Labeler
-from tnt.llm.gateway import Gateway, LLMSettings, _litellm
+from tnt.llm.gateway import Gateway, LLMSettings
 from tnt.llm.prompts import PromptLibrary
+from tnt.llm.transports import litellm_module
 from tnt.taxonomy.store import Taxonomy, TaxonomyLabel
 from tnt.workspace import Workspace
 
@@ -52,7 +53,7 @@ def documents(count: int) -> list[Document]:
 
 
 def measure(gateway: Gateway, labeler: Labeler, docs: list[Document], batch_size: int) -> dict[str, float]:
-    litellm = _litellm()
+    litellm = litellm_module()
     total = prefix = requests = 0
     for request in labeler.requests(docs, batch_size, batch_max_chars=10_000):
         messages, _ = gateway.prepare(request.messages, request.schema, max_tokens=request.max_tokens)

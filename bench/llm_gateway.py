@@ -31,7 +31,8 @@ from pydantic import BaseModel
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tnt.llm.gateway import Gateway, LLMSettings, _litellm
+from tnt.llm.gateway import Gateway, LLMSettings
+from tnt.llm.transports import litellm_module
 from tnt.workspace import Workspace
 
 ANSWER = '{"label": "card_declined", "confidence": 0.93}'
@@ -80,7 +81,7 @@ async def compare_clients(url: str, in_flight: int, requests: int, workspace: Wo
     import aiohttp
     import httpx
 
-    litellm = _litellm()
+    litellm = litellm_module()
     # httpx's default pool (100 connections, 20 kept alive): with 64 kept alive its pool gets far
     # slower (encode/httpx#3215), which would flatter every other row.
     http = httpx.AsyncClient(base_url=url, timeout=30)

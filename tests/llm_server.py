@@ -86,8 +86,10 @@ class ScriptedLLMServer:
         faults: Faults | None = None,
         seed: int = 0,
         record_requests: bool = True,
+        port: int = 0,
     ):
         self.responder = responder
+        self.port = port  # 0: any free port
         self.latency_s = latency_s
         self.fault_plan = faults or Faults()
         self.seed = seed
@@ -112,7 +114,7 @@ class ScriptedLLMServer:
         return f"http://{host}:{port}/v1"
 
     def start(self) -> Self:
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
         self._httpd.scripted = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="scripted-llm", daemon=True)
         self._thread.start()

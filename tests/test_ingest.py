@@ -16,13 +16,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import BANKING77
 from tnt.cli import app
-from tnt.corpus.ingest import (
-    BATCH_ROWS,
-    DocumentStore,
-    IngestError,
-    document_id,
-    ingest,
-)
+from tnt.corpus.ingest import BATCH_ROWS, IngestError, document_id, ingest
+from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelStore
 from tnt.runs import WorkspaceError
 from tnt.taxonomy.store import TaxonomyStore

@@ -12,8 +12,7 @@ import pytest
 
 from tests.conftest import BANKING77
 from tests.llm_server import Faults
-from tnt.corpus.ingest import Document, DocumentStore
-from tnt.corpus.store import select_documents
+from tnt.corpus.store import Document, DocumentStore, select_documents
 from tnt.labels.labeling import Labeler, label_choices, label_documents
 from tnt.labels.store import LabelStore
 from tnt.llm.gateway import Gateway, LLMSettings

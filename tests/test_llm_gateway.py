@@ -16,15 +16,10 @@ from typer.testing import CliRunner
 from tests.conftest import REPO_ROOT
 from tests.llm_server import Faults, Reply
 from tnt.cli import app
-from tnt.llm.gateway import (
-    Gateway,
-    LiteLLMTransport,
-    LLMFailure,
-    LLMSettings,
-    OpenAICompatibleTransport,
-    call_summary,
-    make_transport,
-)
+from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings
+from tnt.llm.log import CallLog, call_summary
+from tnt.llm.prompts import PromptLibrary
+from tnt.llm.transports import LiteLLMTransport, LocalTransport, OpenAICompatibleTransport, make_transport
 from tnt.workspace import Workspace
 
 API_KEY = "sk-test-7f3a9c-never-log-me"
@@ -371,6 +366,55 @@ def test_cost_command_summarises_a_run(workspace, llm_server):
     assert cells[-1] == "unknown"
 
 
+def test_every_call_is_logged_in_full_and_a_cached_hit_too(workspace, llm_server, transport):
+    server = llm_server(intent_with_usage)
+    prompt = PromptLibrary().get("label")
+    gateway = Gateway(workspace, fast_settings(server, transport), run_id="r1", stage="test")
+
+    async def twice():
+        await gateway.complete(ask("my card was declined"), Intent, max_tokens=50, prompt=prompt)
+        await gateway.complete(ask("my card was declined"), Intent, max_tokens=50, prompt=prompt)
+
+    asyncio.run(twice())
+
+    sent, cached = CallLog(workspace).recent()[::-1]
+    assert (sent.outcome, cached.outcome, server.count) == ("ok", "cached", 1)
+    for record in (sent, cached):
+        assert record.messages == server.requests[0]["messages"]
+        assert record.params == {
+            "temperature": 0.0, "max_tokens": 50, "schema": Intent.model_json_schema(), "schema_name": "Intent"
+        }
+        assert record.response == intent_for(server.requests[0])
+        assert (record.prompt_name, record.prompt_hash) == ("label", prompt.hash)
+        assert (record.run_id, record.stage, record.model) == ("r1", "test", "openai/scripted")
+    assert (sent.prompt_tokens, sent.completion_tokens, sent.attempts) == (120, 9, 1)
+
+
+def test_the_log_keeps_the_repair_request_and_both_answers(workspace, llm_server):
+    server = llm_server(lambda body: '{"label": "card"}')  # confidence is always missing
+    gateway = Gateway(workspace, fast_settings(server))
+
+    with pytest.raises(LLMFailure):
+        asyncio.run(gateway.complete(ask("card?"), Intent))
+
+    first, repair, invalid = CallLog(workspace).recent()[::-1]
+    assert [first.response, repair.response] == ['{"label": "card"}'] * 2
+    assert repair.messages == server.requests[1]["messages"] == invalid.messages
+    assert "Field required" in repair.messages[-1]["content"]
+    assert invalid.outcome == "invalid" and "confidence: Field required" in invalid.error
+
+
+def test_the_local_model_is_one_more_transport_free_with_native_schema(workspace):
+    gateway = Gateway(workspace, LLMSettings(model="local/smollm2"))
+
+    messages, params = gateway.prepare(ask("my card was declined"), Intent)
+
+    assert messages == ask("my card was declined")  # the grammar carries the schema, not the prompt
+    assert params["schema"] == Intent.model_json_schema()
+    assert gateway.cost(1000, 100) == 0.0 and gateway.transport.offers_logprobs
+    assert gateway.estimate([(messages, params)], max_output_tokens=10)["prompt_tokens"] > 0
+
+
 @pytest.mark.slow
 def test_500_structured_requests_with_30_percent_faults(workspace, llm_server, transport):
     """Every request ends as an answer or a recorded failure with a reason; a rerun sends nothing."""
@@ -403,6 +447,7 @@ def test_500_structured_requests_with_30_percent_faults(workspace, llm_server, t
 
 
 def test_own_openai_compatible_server_goes_direct_and_providers_through_litellm():
+    assert isinstance(make_transport(LLMSettings(model="local/smollm2")), LocalTransport)
     assert isinstance(make_transport(LLMSettings(model="openai/llama3", api_base="http://h/v1")), OpenAICompatibleTransport)
     assert isinstance(make_transport(LLMSettings(model="gpt-4o-mini")), LiteLLMTransport)
     assert isinstance(make_transport(LLMSettings(model="anthropic/claude-3-5-haiku", api_base="http://h")), LiteLLMTransport)

@@ -10,8 +10,10 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from tnt.llm.gateway import DEFAULT_MODEL, Gateway, LLMSettings
-from tnt.llm.local import LocalModels, resolve_model_path
+from tnt.llm import DEFAULT_MODEL
+from tnt.llm.gateway import Gateway, LLMSettings
+from tnt.llm.local import resolve_model_path
+from tnt.llm.transports import make_transport
 
 
 class Topic(BaseModel):
@@ -52,10 +54,12 @@ def test_local_model_answers_with_a_valid_instance_and_top_logprobs(workspace):
         return structured, yes_no, again
 
     structured, yes_no, again = asyncio.run(run())
+    later = asyncio.run(gateway.complete(question, Topic, max_tokens=60))  # a second event loop, the same gateway
 
     assert isinstance(structured.parsed, Topic)  # grammar-constrained: always the schema's shape
     assert structured.cost == 0.0 and structured.prompt_tokens > 10 and structured.completion_tokens > 0
     assert again.cached and again.parsed == structured.parsed
+    assert isinstance(later.parsed, Topic) and not later.cached
     first_token = yes_no.top_logprobs[0]
     assert 1 <= len(first_token) <= 5
     assert all(isinstance(v, float) and v <= 0 for v in first_token.values())
@@ -67,7 +71,7 @@ def test_local_model_answers_with_a_valid_instance_and_top_logprobs(workspace):
 def test_free_text_fields_never_hold_raw_newlines_which_json_forbids():
     # Shown an example answer whose string spans lines, SmolLM2 writes raw newlines into the string
     # (8 of 8 answers under llama-cpp-python's own schema grammar); the grammar tnt builds cannot.
-    models = LocalModels()
+    transport = make_transport(LLMSettings())
     schema = {"type": "object", "properties": {"poem": {"type": "string", "maxLength": 300}}, "required": ["poem"]}
     request = [
         {"role": "system", "content": 'You answer in JSON, like this:\n{"poem": "Roses are red,\nviolets are blue,\nsugar is sweet,\nand so are you."}'},
@@ -77,7 +81,7 @@ def test_free_text_fields_never_hold_raw_newlines_which_json_forbids():
     async def answers():
         temperatures = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # the seed is fixed: vary the samples
         params = {"max_tokens": 120, "schema": schema}
-        return [await models.complete(DEFAULT_MODEL, request, params | {"temperature": t}) for t in temperatures]
+        return [await transport.send(request, params | {"temperature": t}) for t in temperatures]
 
     for raw in asyncio.run(answers()):
         assert isinstance(json.loads(raw.text)["poem"], str)

@@ -12,8 +12,7 @@ import pytest
 
 from tests.llm_server import Reply
 from tests.test_label import documents_in, settings_for, setup_corpus
-from tnt.corpus.ingest import DocumentStore
-from tnt.corpus.store import select_documents
+from tnt.corpus.store import DocumentStore, select_documents
 from tnt.labels.quality import (
     ScoringError,
     option_masses,

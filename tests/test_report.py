@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import BANKING77
 from tnt.cli import app
-from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import Gateway, LLMSettings
 from tnt.report import ReportOptions, build_report
@@ -230,3 +230,23 @@ def test_report_uses_only_a_selection_of_its_taxonomy_version(workspace: Workspa
     assert "No selection yet" in build_report(workspace, options=ReportOptions(taxonomy_version=1)).read_text()
     with pytest.raises(WorkspaceError, match=f"made with taxonomy version {second}, not 1"):
         build_report(workspace, options=ReportOptions(taxonomy_version=1, selection_run=selection.run_id))
+
+
+def test_report_shows_ami_and_label_mapping_against_the_imported_reference(workspace: Workspace, tmp_path: Path) -> None:
+    tiny_corpus(workspace, tmp_path)  # its "label" column is imported as the reference version
+    store = TaxonomyStore(workspace)
+    reference = store.get()
+    gold = {doc_id: row["label"] for doc_id, row in LabelStore(workspace).current(reference.version, "human").items()}
+    version = store.save(Taxonomy(labels=[TaxonomyLabel(name="fees"), TaxonomyLabel(name="secrets")], method="cluster")).version
+    assigned = {doc_id: "secrets" if doc_id in ("r0", "r1", "c0") else "fees" for doc_id in gold}
+    LabelStore(workspace).add(LabelRecord(d, "model", label, version, origin="cluster:test") for d, label in assigned.items())
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    expected = adjusted_mutual_info_score([gold[d] for d in sorted(gold)], [assigned[d] for d in sorted(gold)])
+    html = build_report(workspace, tmp_path / "report.html").read_text()
+    assert f"against the human labels of version {reference.version}, on 8 documents: <b>AMI {expected:.3f}</b>" in html
+    row = '<tr><td>secrets</td><td class="num">3</td><td>rare</td><td class="num">0.67</td></tr>'
+    assert row in html and '<tr><td>fees</td><td class="num">5</td><td>common</td><td class="num">1.00</td></tr>' in html
+    # the reference itself has nothing to be compared with
+    own = build_report(workspace, tmp_path / "own.html", ReportOptions(taxonomy_version=reference.version)).read_text()
+    assert "No reference to compare with" in own and "<b>AMI" not in own

@@ -1,4 +1,5 @@
-"""Review sampling (reasons, mix, exclusions) and agreement figures."""
+"""Review sampling (reasons, mix, exclusions) and agreement figures, against people and against a
+reference version."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import adjusted_mutual_info_score, cohen_kappa_score
 from typer.testing import CliRunner
 
-from tests.ls_server import banking_workspace, store_llm_labels
+from tests.ls_server import banking_rows, banking_workspace, store_llm_labels
 from tnt.cli import app
 from tnt.distill.store import load_model
 from tnt.distill.train import train as train_model
@@ -25,6 +26,7 @@ from tnt.review.sampling import (
     margins,
     sample_for_review,
 )
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 
 
 def candidates() -> list[ReviewCandidate]:
@@ -176,3 +178,35 @@ def test_review_commands(workspace, tmp_path):
     assert shown.exit_code == 0 and "LLM vs human" in shown.output and "Most frequent disagreements" in shown.output
     as_json = json.loads(runner.invoke(app, ["review", "agreement", *w, "--json"]).output)
     assert as_json["llm_vs_human"]["documents"] == 6 and as_json["llm_vs_human"]["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_agreement_with_a_reference_version_through_the_cli(workspace, tmp_path):
+    """A coarser version (two intents merged into one label) against the intents imported as human labels."""
+    rows = banking_rows(3, 6)
+    path = tmp_path / "intents.jsonl"
+    path.write_text("".join(json.dumps({"id": f"d{i:02d}", "text": t, "intent": c}) + "\n" for i, (t, c) in enumerate(rows)))
+    reference = workspace.ingest([path], id_field="id", label_field="intent").taxonomy_version
+    gold = {f"d{i:02d}": c for i, (_, c) in enumerate(rows)}
+    first, second, third = list(dict.fromkeys(gold.values()))
+    coarse = {first: "Cards", second: "Cards", third: third.replace("_", " ")}
+    version = TaxonomyStore(workspace).save(
+        Taxonomy(labels=[TaxonomyLabel(name=n, description=n) for n in dict.fromkeys(coarse.values())], method="manual")
+    ).version
+    store_llm_labels(workspace, version, {d: coarse[c] for d, c in gold.items()})
+    expected = adjusted_mutual_info_score(list(gold.values()), [coarse[c] for c in gold.values()])
+
+    runner = CliRunner()
+    w = ["-w", str(workspace.directory)]
+    shown = runner.invoke(app, ["review", "agreement", *w, "--reference", str(reference)])
+    assert shown.exit_code == 0, shown.output
+    assert f"Taxonomy v{version} against the human labels of v{reference}: AMI {expected:.3f} over 18 documents" in shown.output
+    assert "Each label's most frequent reference label" in shown.output and "0.50" in shown.output
+    found = json.loads(runner.invoke(app, ["review", "agreement", *w, "--reference", str(reference), "--json"]).output)
+    assert found["reference"]["ami"] == pytest.approx(expected) and 0 < expected < 1
+    assert found["reference"]["mapping"]["Cards"] == {"reference": first, "share": 0.5, "count": 12}
+    assert found["reference"]["mapping"][coarse[third]] == {"reference": third, "share": 1.0, "count": 6}
+
+    itself = runner.invoke(app, ["review", "agreement", *w, "-t", str(reference), "--reference", str(reference)])
+    assert itself.exit_code == 1 and "is the reference itself" in itself.output
+    unlabeled = runner.invoke(app, ["review", "agreement", *w, "-t", str(reference), "--reference", str(version)])
+    assert unlabeled.exit_code == 1 and f"taxonomy version {version} has no human labels" in unlabeled.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -95,6 +96,7 @@ def test_an_output_directory_of_another_model_is_refused(model_dir, banking77, t
         tag_files(other, [tmp_path / "a.jsonl"], tmp_path / "out", id_field="id")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_equals_an_uninterrupted_run(model_dir, banking77, tmp_path):
     texts = [t for t, _ in banking77["train"]]
     shards, expected_ids = 8, []
@@ -112,7 +114,7 @@ def test_sigkill_mid_run_then_restart_equals_an_uninterrupted_run(model_dir, ban
     finished_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "resumed").glob("*.parquet")}
     assert 1 <= len(finished_before) < shards, "the run must be killed part-way"
 
-    resumed = subprocess.run([*command, "--out", str(tmp_path / "resumed")], capture_output=True, text=True, env={"COLUMNS": "200"})
+    resumed = subprocess.run([*command, "--out", str(tmp_path / "resumed")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(finished_before)} already done" in resumed.stdout
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "resumed").glob("*.parquet") if p.name in finished_before} == finished_before

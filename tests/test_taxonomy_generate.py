@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tests.llm_server import Reply
 from tnt.cli import app
-from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import LLMSettings
 from tnt.taxonomy.evaluate import evaluate_taxonomy

@@ -1,5 +1,9 @@
-"""Every agreement and accuracy metric tnt reports, in one place: classification (accuracy, macro F1,
-Cohen's kappa), multi-label and regression metrics."""
+"""Every agreement and accuracy metric tnt reports, in one place (all scikit-learn underneath):
+classification (accuracy, macro F1, Cohen's kappa, confusions), multi-label, regression, and
+agreement with a reference taxonomy (adjusted mutual information and the label mapping).
+
+The distilled models' evaluation, ``tnt review agreement``, the cluster method, ``tnt taxonomy
+evaluate`` and the HTML report all call these functions, so one figure means the same everywhere."""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ import numpy as np
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro F1 over the labels of ``y_true`` (a label only ``y_pred`` uses would add a
+    meaningless 0), Cohen's kappa (None where it is undefined: one label is all there is) and
+    precision, recall, F1 and support per label."""
     from sklearn.metrics import (
         accuracy_score,
-        cohen_kappa_score,
         f1_score,
         precision_recall_fscore_support,
     )
@@ -24,12 +30,35 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro", zero_division=0)),
-        "kappa": float(cohen_kappa_score(y_true, y_pred)),
+        "kappa": kappa(y_true, y_pred),
         "per_label": {
             label: {"f1": float(f), "precision": float(p), "recall": float(r), "support": int(s)}
             for label, p, r, f, s in zip(labels, precision, recall, f1, support)
         },
     }
+
+
+def kappa(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float | None:
+    """Cohen's kappa; None when both sides use one and the same label (chance agreement is 1)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(y_true) | set(y_pred)) < 2:
+        return None
+    return float(cohen_kappa_score(y_true, y_pred))
+
+
+def confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The labels (sorted) and the confusion matrix: rows ``y_true``, columns ``y_pred``."""
+    from sklearn.metrics import confusion_matrix
+
+    labels = sorted(set(y_true) | set(y_pred))
+    return labels, confusion_matrix(y_true, y_pred, labels=labels)
+
+
+def confusions(y_true: Sequence[str], y_pred: Sequence[str]) -> list[tuple[str, str, int]]:
+    """Every (true, predicted, count) where the two differ, most frequent first."""
+    counts = Counter((t, p) for t, p in zip(y_true, y_pred) if t != p)
+    return [(t, p, n) for (t, p), n in counts.most_common()]
 
 
 def multilabel_metrics(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -77,7 +106,8 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
 def reference_agreement(
     assigned: dict[str, str], reference: dict[str, str]
 ) -> tuple[float, dict[str, dict[str, Any]]]:
-    """AMI over the documents both cover, and each label's most frequent reference label."""
+    """AMI over the documents both cover, and for each assigned label (most documents first) its most
+    frequent reference label, that label's share of its documents, and how many documents it has."""
     from sklearn.metrics import adjusted_mutual_info_score
 
     common = sorted(assigned.keys() & reference.keys())
@@ -88,7 +118,7 @@ def reference_agreement(
     for doc in common:
         by_label[assigned[doc]][reference[doc]] += 1
     mapping = {}
-    for label, counts in sorted(by_label.items(), key=lambda kv: -sum(kv[1].values())):
+    for label, counts in sorted(by_label.items(), key=lambda kv: (-kv[1].total(), kv[0])):
         top, n = counts.most_common(1)[0]
-        mapping[label] = {"reference": top, "share": round(n / sum(counts.values()), 3), "count": sum(counts.values())}
+        mapping[label] = {"reference": top, "share": round(n / counts.total(), 3), "count": counts.total()}
     return ami, mapping

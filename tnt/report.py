@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelStore
+from tnt.metrics import classification_metrics, confusion
+from tnt.review.agreement import ReferenceAgreement, agreement_with_reference, default_reference
 from tnt.runs import WorkspaceError, utc_now
 from tnt.select import (
     BATCH_SIZE,
@@ -43,6 +45,7 @@ SOURCE_COLOURS = {"llm": "#e45756", "model": "#4c78a8", "human": "#54a24b"}
 class ReportOptions:
     taxonomy_version: int | None = None  # None: the latest
     selection_run: str | None = None  # None: the latest selection, if any
+    reference_version: int | None = None  # None: the latest version imported with the corpus, if any
     privacy_k: int = 5
     examples_per_label: int = 3
     top_ngrams: int = 10
@@ -130,6 +133,7 @@ def _context(workspace: Workspace, options: ReportOptions) -> dict[str, Any]:
         "selection": _selection_summary(selection),
         "figures": figures,
         "agreement": agreement,
+        "reference": reference_figures(workspace, taxonomy.version, options.reference_version),
         "ngrams": top_ngrams(_sample_by_label(scan, labels, shown), options.privacy_k, options.top_ngrams),
         "examples": _examples(scan, labels, shown, options.examples_per_label),
         "hidden_labels": hidden,
@@ -254,28 +258,28 @@ def agreement_figures(workspace: Workspace, version: int) -> dict[str, dict[str,
 
 
 def _agreement(predicted: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    from sklearn.metrics import (
-        accuracy_score,
-        cohen_kappa_score,
-        confusion_matrix,
-        f1_score,
-    )
-
     shared = sorted(set(predicted) & set(reference))
     if not shared:
         return None
     y_true = [reference[d]["label"] for d in shared]
     y_pred = [predicted[d]["label"] for d in shared]
-    labels = sorted(set(y_true) | set(y_pred))
-    return {
-        "n": len(shared),
-        "accuracy": accuracy_score(y_true, y_pred),
-        "kappa": cohen_kappa_score(y_true, y_pred) if len(labels) > 1 else float("nan"),
-        # over the labels people used: a label only the labeller used would add a meaningless 0
-        "macro_f1": f1_score(y_true, y_pred, average="macro", labels=sorted(set(y_true)), zero_division=0),
-        "labels": labels,
-        "matrix": confusion_matrix(y_true, y_pred, labels=labels),
-    }
+    metrics = classification_metrics(y_true, y_pred)
+    labels, matrix = confusion(y_true, y_pred)
+    return {key: metrics[key] for key in ("n", "accuracy", "kappa", "macro_f1")} | {"labels": labels, "matrix": matrix}
+
+
+def reference_figures(workspace: Workspace, version: int, reference: int | None) -> ReferenceAgreement | None:
+    """AMI and the label mapping against ``reference``; when it is None, against the latest version
+    imported with the corpus if there is one and this version has labels on its documents."""
+    if reference is not None:
+        return agreement_with_reference(workspace, reference, version)
+    found = default_reference(workspace, version)
+    if found is None:
+        return None
+    try:
+        return agreement_with_reference(workspace, found, version)
+    except ValueError:  # no labels yet, or none on the reference's documents: nothing to compare
+        return None
 
 
 def _selection_summary(selection: tuple[dict[str, Any], list[EligibleDocument]] | None) -> dict[str, Any] | None:
@@ -295,7 +299,7 @@ def _selection_summary(selection: tuple[dict[str, Any], list[EligibleDocument]] 
 
 
 def _costs(workspace: Workspace) -> list[dict[str, Any]]:
-    from tnt.llm.gateway import call_summary
+    from tnt.llm.log import call_summary
 
     kinds = {run["id"]: run["kind"] for run in workspace.runs.list()}
     return [{**row, "kind": kinds.get(row["run_id"], "-")} for row in call_summary(workspace)]

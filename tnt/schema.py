@@ -202,3 +202,10 @@ def review_001_samples(db: Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db["review_samples"].create_index(["doc_id"])
+
+
+@migrations()
+def llm_001_full_calls(db: Database) -> None:
+    # llm/log.py: every call in full, so a wrong answer can be traced to what was sent and received
+    for column in ("messages", "params", "response", "prompt_name", "prompt_hash"):
+        db["llm_calls"].add_column(column, str)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import DocumentStore
 from tnt.labels.store import SOURCES, LabelStore
 from tnt.runs import WorkspaceError
 from tnt.taxonomy.store import OTHER_LABEL, TaxonomyStore

@@ -1,9 +1,12 @@
-"""The ``tnt`` command line: one module per command group, each a thin layer over the library."""
+"""The ``tnt`` command line: one module per command group, each a thin layer over the library.
 
-from __future__ import annotations
+Importing it stays light (``tnt --help``): each command imports the library it calls. The command
+modules do not use ``from __future__ import annotations``: typer would then evaluate every annotation
+string of every command at each start, a good part of the time ``tnt --help`` takes.
+"""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Column, Table
@@ -12,6 +15,7 @@ from tnt.cli import (
     demo,
     ingest,
     label,
+    logs,
     ls,
     report,
     review,
@@ -22,24 +26,38 @@ from tnt.cli import (
     taxonomy,
     train,
 )
-from tnt.cli.common import WorkspaceOption, console, open_workspace
-from tnt.workspace import Workspace
+from tnt.cli.common import WorkspaceOption, console, fail, open_workspace
+from tnt.cli.quiet import send_noise_to_log
+from tnt.paths import cli_log_file
+
+if TYPE_CHECKING:
+    from tnt.workspace import Workspace
 
 app = typer.Typer(
     name="tnt",
     help="Turn a raw text corpus into a labeled, selectable corpus.",
+    epilog=f"Warnings and logs of the libraries tnt uses go to {cli_log_file()} (TNT_CACHE_DIR moves it).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    callback=send_noise_to_log,
 )
 
 
 @app.command()
 def init(
-    directory: Annotated[Optional[Path], typer.Argument(help="Workspace directory.")] = None,
+    ctx: typer.Context,
+    workspace: WorkspaceOption,
+    directory: Annotated[
+        Optional[Path], typer.Argument(help="Workspace directory, as with -w.", show_default=False)
+    ] = None,
 ) -> None:
     """Create a workspace (a directory holding tnt.db)."""
-    with Workspace.create(directory) as workspace:
-        console.print(f"Workspace ready: {workspace.path}")
+    from tnt.workspace import Workspace
+
+    if directory is not None and ctx.get_parameter_source("workspace").name == "COMMANDLINE":
+        fail(f"give the workspace directory once: {directory} or -w {workspace}, not both")
+    with Workspace.create(directory or workspace) as created:
+        console.print(f"Workspace ready: {created.path}")
 
 
 @app.command()
@@ -58,7 +76,7 @@ def runs(
         console.print(table)
 
 
-def run_issues(ws: Workspace, run: str) -> None:
+def run_issues(ws: "Workspace", run: str) -> None:
     run_id = ws.runs.get(run)["id"]
     table = Table("place", "field", "problem")
     for issue in ws.runs.issues(run_id):
@@ -72,7 +90,7 @@ def cost(
     run: Annotated[Optional[str], typer.Option("--run", help="Only this run.")] = None,
 ) -> None:
     """Summarise LLM calls: requests, cache hits, failures, tokens and dollars per run."""
-    from tnt.llm.gateway import call_summary
+    from tnt.llm.log import call_summary
 
     with open_workspace(workspace) as ws:
         run_id = ws.runs.get(run)["id"] if run else None
@@ -90,6 +108,7 @@ def cost(
 
 
 # Registered in pipeline order, which is the order `tnt --help` lists them.
+app.command("logs")(logs.logs)
 app.command("ingest")(ingest.ingest)
 app.add_typer(taxonomy.app, name="taxonomy")
 app.command("label")(label.label)

@@ -1,47 +1,44 @@
-"""``tnt demo``: the whole loop offline on the shipped BANKING77 sample."""
-
-from __future__ import annotations
+"""``tnt demo``: the whole loop on the shipped BANKING77 sample, offline by default."""
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from tnt.cli.common import (
-    ApiBaseOption,
-    ApiKeyOption,
-    ModelOption,
-    console,
-    llm_settings,
-)
-from tnt.llm.gateway import DEFAULT_MODEL
-from tnt.workspace import Workspace
+from tnt.cli.common import console, llm_options
+
+if TYPE_CHECKING:
+    from tnt.llm.gateway import LLMSettings
 
 
+@llm_options
 def demo(
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Where the demo workspace goes.")] = Path(
         "demo-workspace"
     ),
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
+    *,
+    llm: "LLMSettings",
 ) -> None:
-    """Run ingest → taxonomy → label → train → tag → select → report on a BANKING77 sample."""
-    from tnt.demo import run_demo
+    """Run ingest → taxonomy → labels → train → tag → select → report on a BANKING77 sample (offline: k-means clusters named by keywords; with a provider --model: TnT-LLM)."""
+    from tnt.demo import run_demo, uses_llm
+    from tnt.workspace import Workspace
 
     started = time.perf_counter()
-    settings = llm_settings(model, api_base, api_key)
     with Workspace.create(workspace) as ws:
-        result = run_demo(ws, settings, on_step=lambda message: console.print(f"[bold cyan]•[/] {message}"))
-    table = Table("what", "where / result", show_header=False)
-    for name, value in {**result.figures, **result.artefacts}.items():
+        result = run_demo(ws, llm, on_step=lambda message: console.print(f"[bold cyan]•[/] {message}"))
+    table = Table("what", Column("result", overflow="fold"), show_header=False)
+    for name, value in result.figures.items():
         table.add_row(name, value)
     console.print(table)
-    console.print(f"Done in {time.perf_counter() - started:.0f} s. Workspace: {result.workspace}")
-    console.print(
-        "The local 135M model makes the loop run offline, not good labels. For real quality, rerun with a "
-        "provider, e.g. [bold]OPENAI_API_KEY=… tnt demo --model gpt-4o-mini -w demo-gpt[/] "
-        "(or --model anthropic/claude-3-5-haiku-latest, or --model openai/<name> --api-base http://host:8000/v1)."
-    )
+    for name, path in result.artefacts.items():  # one line each, never cut, so a path can be copied
+        console.print(f"{name}: {path}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"Done in {time.perf_counter() - started:.0f} s. Workspace: {result.workspace}", soft_wrap=True)
+    if not uses_llm(llm):
+        console.print(
+            "No LLM was called: the taxonomy is k-means clusters named by their keywords, and each document's "
+            "cluster is its label. For the TnT-LLM loop (LLM taxonomy and labels), rerun with a provider, e.g. "
+            "[bold]OPENAI_API_KEY=… tnt demo --model gpt-4o-mini -w demo-gpt[/] (or --model "
+            "anthropic/claude-3-5-haiku-latest, or --model openai/<name> --api-base http://host:8000/v1)."
+        )

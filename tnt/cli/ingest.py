@@ -1,7 +1,5 @@
 """``tnt ingest``: import documents (and labels) from files into the workspace."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

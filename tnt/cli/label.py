@@ -1,7 +1,5 @@
 """``tnt label``: an LLM labels documents with a taxonomy version."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,27 +9,20 @@ import typer
 from rich.table import Table
 
 from tnt.cli.common import (
-    ApiBaseOption,
-    ApiKeyOption,
-    ConcurrencyOption,
     DryRunOption,
-    ModelOption,
-    RpmOption,
-    TpmOption,
     WorkspaceOption,
     console,
     fail,
-    llm_settings,
+    llm_options,
     open_workspace,
     print_run_issues,
     progress,
 )
-from tnt.llm.gateway import DEFAULT_MODEL
-from tnt.llm.prompts import PromptLibrary
-from tnt.workspace import Workspace
 
 if TYPE_CHECKING:
     from tnt.labels.labeling import DocumentProgress, StageResult
+    from tnt.llm.gateway import LLMSettings
+    from tnt.workspace import Workspace
 
 SampleOption = Annotated[
     int | None, typer.Option("--sample", min=1, help="A seeded random sample of N documents.")
@@ -56,7 +47,7 @@ PromptsOption = Annotated[
 
 
 def selected_ids(
-    ws: Workspace, sample: int | None, ids: Path | None, all_documents: bool, seed: int
+    ws: "Workspace", sample: int | None, ids: Path | None, all_documents: bool, seed: int
 ) -> list[str]:
     """Exactly one of --sample, --ids, --all: labeling costs money, so the choice is explicit."""
     if sum((sample is not None, ids is not None, all_documents)) != 1:
@@ -70,7 +61,7 @@ def selected_ids(
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[DocumentProgress]:
+def progress_bar(description: str) -> Iterator["DocumentProgress"]:
     """A progress callback drawing docs/s and the running cost."""
     with progress() as bar:
         task = bar.add_task(description, total=None, cost="")
@@ -103,7 +94,7 @@ def print_estimate(estimate: dict[str, Any]) -> None:
     console.print("Estimate only (first attempts, no repairs); nothing was sent.")
 
 
-def print_result(ws: Workspace, result: StageResult, counts_title: str) -> None:
+def print_result(ws: "Workspace", result: "StageResult", counts_title: str) -> None:
     cost = "unknown" if result.cost is None else f"${result.cost:,.4f}"
     console.print(
         f"Run {result.run_id}: {result.labeled:,} done, {result.failed:,} failed, "
@@ -123,6 +114,7 @@ def print_result(ws: Workspace, result: StageResult, counts_title: str) -> None:
         )
 
 
+@llm_options
 def label(
     workspace: WorkspaceOption,
     taxonomy: Annotated[
@@ -142,21 +134,17 @@ def label(
         int, typer.Option("--batch-max-chars", min=1, help="Longer documents are labeled alone.")
     ] = 1000,
     prompts: PromptsOption = None,
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
-    concurrency: ConcurrencyOption = 16,
-    rpm: RpmOption = None,
-    tpm: TpmOption = None,
     dry_run: DryRunOption = False,
+    *,
+    llm: "LLMSettings",
 ) -> None:
     """Label documents with a taxonomy version: a label, a one-sentence explanation and a confidence.
 
     Running the same command again continues an interrupted run; answered requests are never paid twice.
     """
     from tnt.labels.labeling import estimate_labeling, label_documents
+    from tnt.llm.prompts import PromptLibrary
 
-    settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     options = {
         "multi": multi,
         "batch_size": batch_size,
@@ -167,10 +155,10 @@ def label(
         doc_ids = selected_ids(ws, sample, ids, all_documents, seed)
         try:
             if dry_run:
-                print_estimate(estimate_labeling(ws, taxonomy, doc_ids, settings, **options))
+                print_estimate(estimate_labeling(ws, taxonomy, doc_ids, llm, **options))
                 return
             with progress_bar("Labeling") as on_progress:
-                result = label_documents(ws, taxonomy, doc_ids, settings, on_progress=on_progress, **options)
+                result = label_documents(ws, taxonomy, doc_ids, llm, on_progress=on_progress, **options)
         except FileNotFoundError as exc:  # a prompt template missing from --prompts
             fail(str(exc))
         print_result(ws, result, "label")

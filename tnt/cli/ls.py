@@ -4,8 +4,6 @@ The Label Studio API key comes from the ``LABEL_STUDIO_API_KEY`` environment var
 command-line value would show in process lists and shell history); it is never printed.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,21 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from tnt.cli.common import (
-    ApiBaseOption,
-    ApiKeyOption,
-    ConcurrencyOption,
-    ModelOption,
-    WorkspaceOption,
-    console,
-    fail,
-    llm_settings,
-    open_workspace,
-)
-from tnt.llm.gateway import DEFAULT_MODEL
+from tnt.cli.common import WorkspaceOption, console, fail, llm_options, open_workspace
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
+
+    from tnt.llm.gateway import LLMSettings
 
 app = typer.Typer(help="Label Studio: project config, push a review sample, connect the backend, pull annotations.")
 
@@ -52,7 +41,7 @@ def secret_from_env(name: str) -> str:
 
 
 @contextmanager
-def label_studio(url: str) -> Iterator[LabelStudio]:
+def label_studio(url: str) -> Iterator["LabelStudio"]:
     """An SDK client; Label Studio's API errors become one clean line."""
     import httpx
     from label_studio_sdk.core.api_error import ApiError
@@ -90,6 +79,7 @@ def config(
 
 
 @app.command()
+@llm_options
 def push(
     workspace: WorkspaceOption,
     taxonomy: TaxonomyOption = None,
@@ -104,10 +94,8 @@ def push(
         bool, typer.Option("--predictions/--no-predictions", help="Attach tnt's predictions (else the backend serves them).")
     ] = True,
     url: UrlOption = DEFAULT_URL,
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
-    concurrency: ConcurrencyOption = 16,
+    *,
+    llm: "LLMSettings",
 ) -> None:
     """Create or update the project of a taxonomy version and import documents with tnt's predictions."""
     from tnt.review.labelstudio import push as push_documents
@@ -122,7 +110,7 @@ def push(
             doc_ids, reasons = [p.doc_id for p in picks], {p.doc_id: p.reason for p in picks}
         result = push_documents(
             ws, ls, doc_ids, taxonomy_version=taxonomy, title=title, project_id=project, multi=multi,
-            settings=llm_settings(model, api_base, api_key, concurrency), reasons=reasons, predictions=predictions,
+            settings=llm, reasons=reasons, predictions=predictions,
         )
     verb = "Created" if result.created else "Updated"
     console.print(

@@ -1,7 +1,5 @@
 """`tnt report`: one self-contained HTML report on the corpus, its labels and the latest selection."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

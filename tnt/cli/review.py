@@ -1,14 +1,16 @@
-"""``tnt review``: choose documents for people to review; measure how far the LLM agrees with them."""
-
-from __future__ import annotations
+"""``tnt review``: choose documents for people to review; measure how far the LLM agrees with them,
+and how far a version agrees with a reference version's human labels."""
 
 import json
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from tnt.cli.common import WorkspaceOption, console, fail, open_workspace
+
+if TYPE_CHECKING:
+    from tnt.review.agreement import ReferenceAgreement
 
 app = typer.Typer(help="Human review: sample documents to review, agreement between LLM and people.")
 
@@ -62,14 +64,23 @@ def agreement(
     taxonomy: TaxonomyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
     top: Annotated[int, typer.Option("--top", help="Most frequent confusions shown.")] = 10,
+    reference: Annotated[
+        Optional[int],
+        typer.Option("--reference", help="A version with people's labels (e.g. from ingest --label-field): AMI and the label mapping against it."),
+    ] = None,
 ) -> None:
-    """LLM vs human: Cohen's kappa, accuracy, macro-F1, per-label scores and confusions; human vs human where several annotated."""
+    """LLM vs human: Cohen's kappa, accuracy, macro-F1, per-label scores and confusions; human vs human where several annotated; AMI against --reference."""
     from tnt.review.agreement import agreement as compute_agreement
+    from tnt.review.agreement import agreement_with_reference
 
     with open_workspace(workspace) as ws:
         report = compute_agreement(ws, taxonomy)
+        try:
+            against = agreement_with_reference(ws, reference, taxonomy) if reference is not None else None
+        except ValueError as exc:
+            fail(str(exc))
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_dict() | ({"reference": against.to_dict()} if against else {}), indent=2))
         return
     table = Table("comparison", "documents", "Cohen's κ", "accuracy", "macro-F1", title=f"Agreement, taxonomy v{report.taxonomy_version}")
     for name, pair in (("LLM vs human", report.llm_vs_human), ("human vs human", report.human_vs_human)):
@@ -86,6 +97,20 @@ def agreement(
         for human, llm, count in report.llm_vs_human.confusions[:top]:
             confusions.add_row(human, llm, str(count))
         console.print(confusions)
+    if against:
+        print_reference_agreement(against)
+
+
+def print_reference_agreement(against: "ReferenceAgreement") -> None:
+    console.print(
+        f"Taxonomy v{against.taxonomy_version} against the human labels of v{against.reference_version}: "
+        f"AMI {against.ami:.3f} over {against.documents:,} documents"
+    )
+    mapping = Table("label", "documents", f"most frequent v{against.reference_version} label", "share",
+                    title="Each label's most frequent reference label")  # fmt: skip
+    for label, row in against.mapping.items():
+        mapping.add_row(label, str(row["count"]), row["reference"], f"{row['share']:.2f}")
+    console.print(mapping)
 
 
 def _num(value: float | None) -> str:

@@ -1,24 +1,10 @@
 """``tnt score``: numeric labels for documents, such as Ask-LLM quality scores."""
 
-from __future__ import annotations
-
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tnt.cli.common import (
-    ApiBaseOption,
-    ApiKeyOption,
-    ConcurrencyOption,
-    DryRunOption,
-    ModelOption,
-    RpmOption,
-    TpmOption,
-    WorkspaceOption,
-    fail,
-    llm_settings,
-    open_workspace,
-)
+from tnt.cli.common import DryRunOption, WorkspaceOption, fail, llm_options, open_workspace
 from tnt.cli.label import (
     AllOption,
     IdsOption,
@@ -30,8 +16,9 @@ from tnt.cli.label import (
     progress_bar,
     selected_ids,
 )
-from tnt.llm.gateway import DEFAULT_MODEL
-from tnt.llm.prompts import PromptLibrary
+
+if TYPE_CHECKING:
+    from tnt.llm.gateway import LLMSettings
 
 app = typer.Typer(
     help="Score documents (numeric labels for selection and distillation).", no_args_is_help=True
@@ -39,6 +26,7 @@ app = typer.Typer(
 
 
 @app.command()
+@llm_options
 def quality(
     workspace: WorkspaceOption,
     sample: SampleOption = None,
@@ -49,13 +37,9 @@ def quality(
         str, typer.Option("--prompt", help="Scoring prompt: a template directory with a scoring.yaml.")
     ] = "ask_llm",
     prompts: PromptsOption = None,
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
-    concurrency: ConcurrencyOption = 16,
-    rpm: RpmOption = None,
-    tpm: TpmOption = None,
     dry_run: DryRunOption = False,
+    *,
+    llm: "LLMSettings",
 ) -> None:
     """Ask-LLM quality scores: P(yes) that a document is informative pre-training data.
 
@@ -63,18 +47,18 @@ def quality(
     probability outright; each score records which.
     """
     from tnt.labels.quality import ScoringError, estimate_quality, score_quality
+    from tnt.llm.prompts import PromptLibrary
 
-    settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     library = PromptLibrary(prompts)
     with open_workspace(workspace) as ws:
         doc_ids = selected_ids(ws, sample, ids, all_documents, seed)
         try:
             if dry_run:
-                print_estimate(estimate_quality(ws, doc_ids, settings, prompt=prompt, prompts=library))
+                print_estimate(estimate_quality(ws, doc_ids, llm, prompt=prompt, prompts=library))
                 return
             with progress_bar("Scoring") as on_progress:
                 result = score_quality(
-                    ws, doc_ids, settings, prompt=prompt, prompts=library, on_progress=on_progress
+                    ws, doc_ids, llm, prompt=prompt, prompts=library, on_progress=on_progress
                 )
         except (ScoringError, FileNotFoundError) as exc:
             fail(str(exc))

@@ -1,12 +1,9 @@
 """`tnt select`: choose a training selection from labels, quality scores and duplicates."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.table import Column, Table
 
 from tnt.cli.common import WorkspaceOption, console, fail, open_workspace, progress
@@ -77,7 +74,9 @@ def select(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling order.")] = 0,
 ) -> None:
     """Select documents by label quotas/caps, temperature mix, quality floor, dedup and token budget."""
-    from tnt.corpus.ingest import DocumentStore
+    from pydantic import ValidationError
+
+    from tnt.corpus.store import DocumentStore
     from tnt.select import SelectionSpec
     from tnt.select import select as run_select
 
@@ -106,7 +105,7 @@ def select(
     print_selection(selection)
 
 
-def print_selection(selection: Selection) -> None:
+def print_selection(selection: "Selection") -> None:
     console.print(f"[bold]Selection {selection.run_id}[/] (taxonomy version {selection.taxonomy_version})")
     funnel = Table("step", Column("documents", justify="right"))
     for step, count in selection.funnel.items():

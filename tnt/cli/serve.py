@@ -1,30 +1,22 @@
 """``tnt serve``: the Label Studio ML backend over a workspace."""
 
-from __future__ import annotations
-
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tnt.cli.common import (
-    ApiBaseOption,
-    ApiKeyOption,
-    ConcurrencyOption,
-    ModelOption,
-    WorkspaceOption,
-    err_console,
-    fail,
-    llm_settings,
-)
+from tnt.cli.common import WorkspaceOption, err_console, fail, llm_options
 from tnt.cli.ls import (
     BACKEND_PASSWORD_ENV,
     BACKEND_USERNAME_ENV,
     WEBHOOK_SECRET_ENV,
     secret_from_env,
 )
-from tnt.llm.gateway import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from tnt.llm.gateway import LLMSettings
 
 
+@llm_options
 def serve(
     workspace: WorkspaceOption,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
@@ -34,23 +26,21 @@ def serve(
         int, typer.Option("--retrain-every", min=0, help="Retrain after this many new human labels (0: only on request).")
     ] = 50,
     kind: Annotated[str, typer.Option("--kind", help="Classifier kind to retrain (see `tnt train`).")] = "embed-linear",
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
-    concurrency: ConcurrencyOption = 16,
+    *,
+    llm: "LLMSettings",
 ) -> None:
     """Serve predictions to Label Studio and take its annotations (password and webhook secret from the environment)."""
     import uvicorn
 
     from label_studio_backend import BackendSettings, create_app
-    from tnt.workspace import WorkspaceError
+    from tnt.runs import WorkspaceError
 
     settings = BackendSettings(
         workspace_dir=workspace,
         username=username,
         password=secret_from_env(BACKEND_PASSWORD_ENV),
         webhook_secret=secret_from_env(WEBHOOK_SECRET_ENV),
-        llm=llm_settings(model, api_base, api_key, concurrency),
+        llm=llm,
         retrain_every=retrain_every,
         train_kind=kind,
     )
@@ -58,5 +48,5 @@ def serve(
         app = create_app(settings)
     except WorkspaceError as exc:
         fail(str(exc))
-    err_console.print(f"tnt backend for {workspace.resolve()} on http://{host}:{port}")
+    err_console.print(f"tnt backend for {workspace.resolve()} on http://{host}:{port}", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,7 +1,5 @@
 """``tnt tag``: run a distilled model over files (Parquet out) or over the workspace's documents."""
 
-from __future__ import annotations
-
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -78,8 +76,8 @@ def tag(
 
 def _tag_files(
     inputs: list[str], model: str, out: Path | None, engine: Engine, ray_address: str | None, text_field: str,
-    id_field: str | None, top_k: int, device: Device, workspace: Path, advance: TaggedCallback,
-) -> TagSummary:  # fmt: skip
+    id_field: str | None, top_k: int, device: Device, workspace: Path, advance: "TaggedCallback",
+) -> "TagSummary":  # fmt: skip
     from tnt.distill.model import TextModel
     from tnt.distill.store import model_directory
     from tnt.distill.tag import tag_files, tag_files_ray
@@ -98,7 +96,7 @@ def _tag_files(
     return tag_files(loaded, inputs, out, text_field=text_field, id_field=id_field, top_k=top_k, on_progress=advance)
 
 
-def _tag_corpus(workspace: Path, model: str, device: Device, advance: TaggedCallback) -> TagSummary:
+def _tag_corpus(workspace: Path, model: str, device: Device, advance: "TaggedCallback") -> "TagSummary":
     from tnt.distill.tag import tag_corpus
 
     with open_workspace(workspace) as ws:

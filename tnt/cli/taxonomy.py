@@ -1,37 +1,29 @@
 """``tnt taxonomy``: generate (TnT-LLM or clusters), show, diff, export, import, refine, evaluate."""
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.tree import Tree
 
 from tnt.cli.common import (
-    ApiBaseOption,
-    ApiKeyOption,
-    ConcurrencyOption,
     DryRunOption,
-    ModelOption,
-    RpmOption,
-    TpmOption,
     WorkspaceOption,
     console,
     fail,
-    llm_settings,
+    llm_options,
     open_workspace,
     print_run_issues,
     progress,
 )
-from tnt.llm.gateway import DEFAULT_MODEL
-from tnt.taxonomy.file import TaxonomyFileError
-from tnt.taxonomy.guardrails import TaxonomyLimits
-from tnt.taxonomy.store import Taxonomy, TaxonomyStore
+
+if TYPE_CHECKING:
+    from tnt.llm.gateway import LLMSettings
+    from tnt.taxonomy.store import Taxonomy
 
 app = typer.Typer(help="Generate, inspect, edit, refine and evaluate taxonomies.", no_args_is_help=True)
 
@@ -39,6 +31,11 @@ app = typer.Typer(help="Generate, inspect, edit, refine and evaluate taxonomies.
 class Method(str, Enum):
     tnt = "tnt"
     cluster = "cluster"
+
+
+class ClusterNaming(str, Enum):
+    llm = "llm"
+    keywords = "keywords"
 
 
 class Format(str, Enum):
@@ -82,7 +79,7 @@ def print_estimate(estimate: dict[str, Any]) -> None:
         console.print(f"[dim]{note}[/]")
 
 
-def print_taxonomy(taxonomy: Taxonomy) -> None:
+def print_taxonomy(taxonomy: "Taxonomy") -> None:
     score = "" if taxonomy.score is None else f", score {taxonomy.score:.1f}"
     parent = "" if taxonomy.parent is None else f", parent {taxonomy.parent}"
     console.print(
@@ -103,10 +100,11 @@ def print_taxonomy(taxonomy: Taxonomy) -> None:
 
 
 @app.command()
+@llm_options
 def generate(
     workspace: WorkspaceOption,
     use_case: Annotated[str, typer.Option("--use-case", help="What the taxonomy is for, e.g. 'the customer's intent'.")],
-    method: Annotated[Method, typer.Option("--method", help="tnt: TnT-LLM loop; cluster: k-means + LLM names.")] = Method.tnt,
+    method: Annotated[Method, typer.Option("--method", help="tnt: TnT-LLM loop; cluster: k-means + named clusters.")] = Method.tnt,
     sample: Annotated[int | None, typer.Option("--sample", min=1, help="Documents to use (default: 1000 for tnt, all for cluster).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Minibatch size (tnt).")] = 200,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the sample (tnt).")] = 3,
@@ -115,6 +113,7 @@ def generate(
     seed_version: Annotated[int | None, typer.Option("--seed-version", help="Start the tnt loop from this version (e.g. a cluster one).")] = None,
     k: Annotated[int, typer.Option("--k", min=2, help="Clusters (cluster).")] = 20,
     representatives: Annotated[int, typer.Option("--representatives", min=1, help="Members shown per cluster (cluster).")] = 10,
+    namer: Annotated[ClusterNaming, typer.Option("--namer", help="Who names the clusters: llm, or keywords (c-TF-IDF, no LLM) (cluster).")] = ClusterNaming.llm,
     reference: Annotated[int | None, typer.Option("--reference", help="Version with people's labels: report AMI (cluster).")] = None,
     levels: Annotated[int, typer.Option("--levels", min=1, max=2, help="2: group the labels under parents.")] = 1,
     max_groups: Annotated[int | None, typer.Option("--max-groups", min=2, help="Most parents with --levels 2.")] = None,
@@ -127,15 +126,12 @@ def generate(
     retries: RetriesOption = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample, splits and k-means.")] = 0,
     prompts: PromptsOption = None,
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
-    concurrency: ConcurrencyOption = 16,
-    rpm: RpmOption = None,
-    tpm: TpmOption = None,
     dry_run: DryRunOption = False,
+    *,
+    llm: "LLMSettings",
 ) -> None:
-    """Propose a taxonomy for a use case (TnT-LLM, or k-means clusters named by the LLM) and save it as a version."""
+    """Propose a taxonomy for a use case (TnT-LLM, or k-means clusters named by the LLM or by keywords) and save it as a version."""
+    from tnt.taxonomy.guardrails import TaxonomyLimits
     from tnt.taxonomy.pipeline import (
         ClusterOptions,
         GenerateOptions,
@@ -146,7 +142,6 @@ def generate(
     )
     from tnt.taxonomy.proposer import GuardrailFailure, ProposerSettings
 
-    settings = llm_settings(model, api_base, api_key, concurrency, rpm, tpm)
     limits = TaxonomyLimits(min_labels=min_labels, max_labels=max_labels, max_name_words=max_name_words,
                             max_description_words=max_description_words)  # fmt: skip
     common = {"use_case": use_case, "limits": limits, "levels": levels, "max_groups": max_groups, "summarize": summarize,
@@ -154,11 +149,12 @@ def generate(
     with open_workspace(workspace) as ws:
         try:
             if method is Method.cluster:
-                options = ClusterOptions(**common, k=k, sample=sample, representatives=representatives, seed=seed, reference=reference)
+                options = ClusterOptions(**common, k=k, sample=sample, representatives=representatives, namer=namer.value,
+                                         seed=seed, reference=reference)  # fmt: skip
                 if dry_run:
-                    return print_estimate(estimate_cluster(ws, options, settings))
+                    return print_estimate(estimate_cluster(ws, options, llm))
                 with reporter() as report:
-                    outcome = cluster_taxonomy(ws, options, settings, report)
+                    outcome = cluster_taxonomy(ws, options, llm, report)
                 print_taxonomy(outcome.taxonomy)
                 print_run_issues(ws, outcome.taxonomy.run_id)
                 for key in ("documents", "embed_and_kmeans_s", "naming_s", "ami_clusters", "ami_labels"):
@@ -169,9 +165,9 @@ def generate(
                                         patience=patience, seed=seed)  # fmt: skip
             options = GenerateOptions(**common, sample=sample or 1000, proposer=proposer, seed_version=seed_version)
             if dry_run:
-                return print_estimate(estimate_generate(ws, options, settings))
+                return print_estimate(estimate_generate(ws, options, llm))
             with reporter() as report:
-                taxonomy = generate_taxonomy(ws, options, settings, report)
+                taxonomy = generate_taxonomy(ws, options, llm, report)
         except (GuardrailFailure, ValueError) as exc:
             fail(str(exc))
         print_taxonomy(taxonomy)
@@ -183,7 +179,7 @@ def list_versions(workspace: WorkspaceOption) -> None:
     """List every taxonomy version with its parent, method and score."""
     with open_workspace(workspace) as ws:
         table = Table("version", "parent", "method", "labels", "score", "model", "created", "note")
-        for t in TaxonomyStore(ws).all():
+        for t in ws.taxonomies.all():
             table.add_row(str(t.version), str(t.parent or "-"), t.method, str(len(t.leaves)),
                           "-" if t.score is None else f"{t.score:.1f}", t.model or "-", t.created_at or "", t.note[:60])  # fmt: skip
         console.print(table)
@@ -196,7 +192,7 @@ def show(
 ) -> None:
     """Show a taxonomy version: labels (as a tree with --levels 2), lineage, model and score."""
     with open_workspace(workspace) as ws:
-        print_taxonomy(TaxonomyStore(ws).get(version))
+        print_taxonomy(ws.taxonomies.get(version))
 
 
 @app.command()
@@ -209,7 +205,7 @@ def diff(
     from tnt.taxonomy.file import diff_taxonomies
 
     with open_workspace(workspace) as ws:
-        store = TaxonomyStore(ws)
+        store = ws.taxonomies
         changes = diff_taxonomies(store.get(old), store.get(new))
     if changes.empty:
         console.print(f"versions {old} and {new} have the same labels")
@@ -234,7 +230,7 @@ def export(
     from tnt.taxonomy.file import dump_taxonomy
 
     with open_workspace(workspace) as ws:
-        text = dump_taxonomy(TaxonomyStore(ws).get(version), fmt.value)
+        text = dump_taxonomy(ws.taxonomies.get(version), fmt.value)
     if output is None:
         typer.echo(text, nl=False)
     else:
@@ -248,7 +244,7 @@ def import_(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A YAML or JSON taxonomy file.")],
 ) -> None:
     """Validate an edited taxonomy file and save it as a new version (its parent: the version it came from)."""
-    from tnt.taxonomy.file import import_taxonomy
+    from tnt.taxonomy.file import TaxonomyFileError, import_taxonomy
 
     with open_workspace(workspace) as ws:
         try:
@@ -259,6 +255,7 @@ def import_(
 
 
 @app.command()
+@llm_options
 def refine(
     workspace: WorkspaceOption,
     feedback: Annotated[str, typer.Option("--feedback", help="What people want changed, in words.")] = "",
@@ -267,21 +264,19 @@ def refine(
     max_labels: Annotated[int | None, typer.Option("--max-labels", min=1, help="Most labels (default: as the version was made, or its size + 2).")] = None,
     retries: RetriesOption = 5,
     prompts: PromptsOption = None,
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
+    *,
+    llm: "LLMSettings",
 ) -> None:
     """An LLM revision of a version, guided by feedback and by labels people corrected (moved to Other or swapped)."""
     from tnt.taxonomy.pipeline import limits_for, refine_taxonomy
     from tnt.taxonomy.proposer import GuardrailFailure
 
-    settings = llm_settings(model, api_base, api_key)
     with open_workspace(workspace) as ws:
         limits = None
         if max_labels is not None:
-            limits = limits_for(TaxonomyStore(ws).get(version)).model_copy(update={"max_labels": max_labels})
+            limits = limits_for(ws.taxonomies.get(version)).model_copy(update={"max_labels": max_labels})
         try:
-            taxonomy = refine_taxonomy(ws, feedback, settings, version=version, limits=limits,
+            taxonomy = refine_taxonomy(ws, feedback, llm, version=version, limits=limits,
                                        use_corrections=corrections, retries=retries,
                                        prompts_dir=str(prompts) if prompts else None)  # fmt: skip
         except (GuardrailFailure, ValueError) as exc:
@@ -291,6 +286,7 @@ def refine(
 
 
 @app.command()
+@llm_options
 def evaluate(
     workspace: WorkspaceOption,
     version: VersionOption = None,
@@ -298,24 +294,21 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the forced choices.")] = 0,
     reference: Annotated[int | None, typer.Option("--reference", help="Version holding reference labels (e.g. from ingest --label-field): adds AMI.")] = None,
     prompts: PromptsOption = None,
-    model: ModelOption = DEFAULT_MODEL,
-    api_base: ApiBaseOption = None,
-    api_key: ApiKeyOption = None,
-    concurrency: ConcurrencyOption = 16,
     dry_run: DryRunOption = False,
+    *,
+    llm: "LLMSettings",
 ) -> None:
     """Coverage (share not put in Other), label accuracy (pairwise forced choice), use-case relevance; AMI with --reference."""
     from tnt.taxonomy.evaluate import estimate_evaluate, evaluate_taxonomy
 
-    settings = llm_settings(model, api_base, api_key, concurrency)
     options = {"version": version, "sample": sample, "seed": seed, "reference": reference,
                "prompts_dir": str(prompts) if prompts else None}  # fmt: skip
     with open_workspace(workspace) as ws:
         try:
             if dry_run:
-                return print_estimate(estimate_evaluate(ws, settings, **options))
+                return print_estimate(estimate_evaluate(ws, llm, **options))
             with reporter() as report:
-                evaluation = evaluate_taxonomy(ws, settings, **options, progress=report)
+                evaluation = evaluate_taxonomy(ws, llm, **options, progress=report)
         except ValueError as exc:
             fail(str(exc))
     table = Table("version", "documents", "coverage", "accuracy", "relevance", "AMI", "failed")

@@ -1,7 +1,5 @@
 """``tnt train`` and ``tnt models``: distil the LLM's (and people's) labels into a small model."""
 
-from __future__ import annotations
-
 from enum import Enum
 from typing import Annotated, Any
 
@@ -60,7 +58,8 @@ def train(
 
 
 def print_metrics(model_id: str, path: str, metrics: dict[str, Any]) -> None:
-    reference = {"human": "human labels", "llm-holdout": "held-out LLM labels"}[metrics["reference"]]
+    reference = {"human": "human labels", "llm-holdout": "held-out LLM labels", "cluster-holdout": "held-out cluster labels",
+                 "cluster+llm-holdout": "held-out cluster and LLM labels"}[metrics["reference"]]  # fmt: skip
     console.print(f"Model [bold]{model_id}[/] saved in {path}")
     console.print(f"trained on {metrics['n_train']:,} documents ({metrics['n_train_human']:,} human-labeled); "
                   f"evaluated on {metrics['n']:,} documents against {reference}")  # fmt: skip

@@ -1,8 +1,7 @@
-"""The corpus: documents imported from files, and the API every stage reads them through.
+"""``ingest``: documents from files into the corpus (``tnt.corpus.store`` owns the ``documents`` table).
 
-This module owns the ``documents`` table. ``ingest`` streams JSON Lines, CSV/TSV, Parquet, Arrow and
-Hugging Face ``datasets`` directories into it in bounded batches; ``DocumentStore`` is how the other
-stages read documents back (batches, lookups by id, seeded samples).
+It streams JSON Lines, CSV/TSV, Parquet, Arrow and Hugging Face ``datasets`` directories in bounded
+batches.
 
 Import rules, in one place:
 
@@ -13,8 +12,10 @@ Import rules, in one place:
   ``on_error="skip"`` it is recorded in the run and the rest is imported (batches commit as they
   go, so an interrupted import resumes by re-running it); with ``on_error="fail"`` the first
   problem stops the run and the whole run is rolled back: nothing of it is written.
-- ``--label-field`` values become human labels (origin ``import:<file>#<field>``) of a taxonomy
-  version whose labels are the distinct imported values (reused when that version exists).
+- ``--label-field`` values are staged with the documents' transactions and handed to a ``LabelSink``
+  at the end; ``Workspace.ingest`` passes ``tnt.labels.imported.store_imported_labels``, which makes
+  them human labels (origin ``import:<file>#<field>``) of a taxonomy version whose labels are the
+  distinct imported values (reused when that version exists).
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ from tnt.corpus.readers import (
     resolve_sources,
     to_read_row,
 )
-from tnt.corpus.store import Document, DocumentStore, chunks
+from tnt.corpus.store import chunks
 from tnt.runs import Run, utc_now
 
 if TYPE_CHECKING:
     from tnt.workspace import Workspace
 
-__all__ = ["DEFAULT_MAX_CHARS", "Document", "DocumentStore", "FileSummary", "IngestError", "IngestSummary",
+__all__ = ["DEFAULT_MAX_CHARS", "FileSummary", "ImportedLabels", "IngestError", "IngestSummary", "LabelSink",
            "OnError", "Problem", "document_id", "ingest"]  # fmt: skip
 
 DEFAULT_MAX_CHARS = 1_000_000

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from tnt.paths import cache_dir
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 ONNX_FILE = "encoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-CACHE_ENV = "TNT_CACHE_DIR"
 EXPORT_RECIPE = "eager-fused-int8-per-channel/1"  # part of the export cache key
 TOKENIZE_SLICE = 4096  # texts tokenised together by the ONNX encoder, then batched by token count
 
@@ -203,7 +204,7 @@ def max_seq_length(model_path: Path) -> int:
 
 
 def onnx_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "tnt")) / "onnx"
+    return cache_dir() / "onnx"
 
 
 def exported_onnx(model_path: Path) -> tuple[Path, Path]:

@@ -246,7 +246,7 @@ def tag_corpus(
 
     Resumable: documents that already carry a label from this model are skipped.
     """
-    from tnt.corpus.ingest import DocumentStore
+    from tnt.corpus.store import DocumentStore
     from tnt.distill.store import ModelStore
 
     info = ModelStore(workspace).get(model_id)

@@ -1,6 +1,7 @@
-"""``train``: a distilled model from a workspace's labels. LLM labels, overridden by human labels that
-also weigh more; evaluated against human labels when there are enough of them, else against a
-held-out share of the LLM labels."""
+"""``train``: a distilled model from a workspace's labels. LLM labels (and the k-means assignments of
+``--method cluster``, which the LLM's override), overridden by human labels that also weigh more;
+evaluated against human labels when there are enough of them, else against a held-out share of the
+others."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from tnt.workspace import Workspace
 
 TARGETS = ("label", "quality")
+
+
+CLUSTER_ORIGINS = "cluster:%"  # labels of source "model" that k-means assigned, not a distilled model
 
 
 HUMAN_WEIGHT = 3.0  # a person's label counts this many times an LLM label
@@ -55,7 +59,7 @@ def compare(task: str, reference: Sequence[Any], other: Sequence[Any]) -> dict[s
 class Example:
     doc_id: str
     target: Any  # a label, a list of labels (multi-label) or a number
-    source: str  # "human" or "llm"
+    source: str  # "human", "llm" or "cluster"
 
 
 @dataclass
@@ -72,9 +76,12 @@ def gather_examples(
     store = LabelStore(workspace)
     origin = score_origin if task == "score" else None
     rows = {source: store.current(taxonomy_version, source, origins_like=origin) for source in ("llm", "human")}
+    if task != "score":
+        rows["cluster"] = store.current(taxonomy_version, "model", origins_like=CLUSTER_ORIGINS)
     targets = {source: {d: _target(row, task) for d, row in rows[source].items()} for source in rows}
     targets = {source: {d: t for d, t in found.items() if t is not None} for source, found in targets.items()}
-    examples = {d: Example(d, t, "llm") for d, t in targets["llm"].items()}
+    examples = {d: Example(d, t, "cluster") for d, t in targets.get("cluster", {}).items()}
+    examples |= {d: Example(d, t, "llm") for d, t in targets["llm"].items()}
     examples |= {d: Example(d, t, "human") for d, t in targets["human"].items()}
     llm_on_human = {d: targets["llm"][d] for d in targets["human"] if d in targets["llm"]}
     return Examples(examples, llm_on_human)
@@ -91,7 +98,8 @@ def _target(row: dict[str, Any], task: str) -> Any:
 def split_for_evaluation(
     examples: dict[str, Example], min_human_eval: int, seed: int
 ) -> tuple[list[str], list[str], str]:
-    """(training ids, evaluation ids, reference): people's labels when there are enough, else the LLM's."""
+    """(training ids, evaluation ids, reference): people's labels when there are enough, else the
+    others (``llm-holdout``, ``cluster-holdout`` or ``cluster+llm-holdout``)."""
     rng = random.Random(seed)
     human = sorted(d for d, e in examples.items() if e.source == "human")
     if len(human) >= min_human_eval:
@@ -99,10 +107,10 @@ def split_for_evaluation(
         held = set(human[: max(min_human_eval, int(len(human) * HUMAN_EVAL_SHARE))])
         reference = "human"
     else:
-        llm = sorted(d for d, e in examples.items() if e.source == "llm")
-        rng.shuffle(llm)
-        held = set(llm[: int(len(llm) * LLM_HOLDOUT)])
-        reference = "llm-holdout"
+        others = sorted(d for d, e in examples.items() if e.source != "human")
+        rng.shuffle(others)
+        held = set(others[: int(len(others) * LLM_HOLDOUT)])
+        reference = "+".join(sorted({examples[d].source for d in others}) or ["llm"]) + "-holdout"
     train_ids = [d for d in examples if d not in held]
     return train_ids, [d for d in examples if d in held], reference
 
@@ -171,7 +179,7 @@ def train(
 
 
 def _texts(workspace: Workspace, doc_ids: list[str]) -> dict[str, str]:
-    from tnt.corpus.ingest import DocumentStore
+    from tnt.corpus.store import DocumentStore
 
     return {doc.id: doc.text for doc in DocumentStore(workspace).get(doc_ids)}
 

@@ -24,8 +24,7 @@ from pydantic import (
     create_model,
 )
 
-from tnt.corpus.ingest import Document, DocumentStore
-from tnt.corpus.store import unique
+from tnt.corpus.store import Document, DocumentStore, unique
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings
 from tnt.llm.prompts import PromptLibrary
@@ -221,7 +220,8 @@ class _LabelingJob:
     async def handle(self, request: LabelRequest) -> None:
         try:
             completion = await self.context.gateway.complete(
-                request.messages, request.schema, max_tokens=request.max_tokens, stage="label"
+                request.messages, request.schema, max_tokens=request.max_tokens, stage="label",
+                prompt=self.labeler.prompts.get(LABEL_PROMPT if len(request.docs) == 1 else BATCH_PROMPT),
             )
         except LLMFailure as exc:
             if len(request.docs) == 1:

@@ -23,7 +23,7 @@ import jinja2
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
-from tnt.corpus.ingest import Document, DocumentStore
+from tnt.corpus.store import Document, DocumentStore
 from tnt.labels.labeling import (
     DOCUMENT_PAGE,
     DocumentProgress,
@@ -163,7 +163,7 @@ class QualityScorer:
         reason = "the backend returns no log-probabilities"
         if self.backend_has_logprobs is not False:
             messages, params = self.logprob_request(doc)
-            completion = await gateway.complete(messages, stage="quality", **params)
+            completion = await gateway.complete(messages, stage="quality", prompt=self.prompt, **params)
             completions.append(completion)
             if self.backend_has_logprobs is None:  # the first answer decides for the rest of the run
                 self.backend_has_logprobs = bool(completion.top_logprobs)
@@ -178,6 +178,7 @@ class QualityScorer:
             self.verbalised_schema,
             max_tokens=VERBALISED_MAX_TOKENS,
             stage="quality",
+            prompt=self.prompt,
         )
         completions.append(completion)
         return Score(completion.parsed.score, "verbalised", f"verbalised ({reason})"), completions

@@ -12,6 +12,8 @@ import asyncio
 import importlib.util
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +65,18 @@ def json_grammar(schema: dict[str, Any]) -> Any:
 
 
 class LocalModels:
-    """Loaded llama.cpp models, one per (file, needs-logprobs); calls run one at a time.
+    """Loaded llama.cpp models, one per (file, needs-logprobs), run by one worker thread.
 
-    llama-cpp-python returns logprobs only from a model loaded with ``logits_all=True`` (it raises
-    otherwise), which keeps logits for every position (n_ctx x vocabulary floats); so that instance is
-    loaded only when a request asks for ``top_logprobs``.
+    A llama.cpp context serves one call at a time; the worker thread keeps the event loop free while
+    a model loads or answers, whichever loop the call comes from. llama-cpp-python returns logprobs
+    only from a model loaded with ``logits_all=True`` (it raises otherwise), which keeps logits for
+    every position (n_ctx x vocabulary floats); so that instance is loaded only when a request asks
+    for ``top_logprobs``.
     """
 
     def __init__(self) -> None:
         self._models: dict[tuple[Path, bool], Any] = {}
-        self._lock = asyncio.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 
     def _model(self, path: Path, logits_all: bool) -> Any:
         key = (path, logits_all)
@@ -90,9 +94,8 @@ class LocalModels:
             )
         return self._models[key]
 
-    async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]):
-        from tnt.llm.gateway import raw_from_openai_dict
-
+    async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+        """The chat-completions response body (OpenAI's shape) for one request."""
         path = resolve_model_path(model)
         kwargs: dict[str, Any] = {
             "messages": messages,
@@ -106,7 +109,8 @@ class LocalModels:
         if wants_logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = params["top_logprobs"]
-        async with self._lock:
-            llama = self._model(path, wants_logprobs)
-            response = await asyncio.to_thread(llama.create_chat_completion, **kwargs)
-        return raw_from_openai_dict(response)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, partial(self._create, path, wants_logprobs, kwargs))
+
+    def _create(self, path: Path, logits_all: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._model(path, logits_all).create_chat_completion(**kwargs)

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tnt.llm.gateway import Gateway, LLMSettings, call_summary
+from tnt.llm.gateway import Gateway, LLMSettings
+from tnt.llm.log import call_summary
 from tnt.runs import Run
 
 if TYPE_CHECKING:

@@ -1,17 +1,18 @@
-"""How far label sources agree: the LLM against people on the documents both labeled, and people
-against each other where several annotated one document."""
+"""How far label sources agree: the LLM against people on the documents both labeled, people
+against each other where several annotated one document, and a taxonomy version against a reference
+version's human labels (say the intents imported with the corpus). The figures come from
+``tnt.metrics``."""
 
 from __future__ import annotations
 
-import warnings
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from tnt.labels.store import LabelStore
+from tnt.labels.store import LabelStore, reference_labels
+from tnt.metrics import classification_metrics, confusions, reference_agreement
+from tnt.select import DEFAULT_PRECEDENCE, resolve_labels
 from tnt.taxonomy.store import TaxonomyStore
 
 if TYPE_CHECKING:
@@ -40,24 +41,33 @@ class AgreementReport:
         return asdict(self)
 
 
+@dataclass
+class ReferenceAgreement:
+    """A version's current labels against a reference version's human labels, on the documents both have."""
+
+    taxonomy_version: int
+    reference_version: int
+    documents: int
+    ami: float  # adjusted mutual information: 0 for chance, 1 for the same partition (names aside)
+    mapping: dict[str, dict[str, Any]]  # label -> {"reference": its most frequent one, "share", "count"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def compare_labels(reference: Sequence[str], other: Sequence[str]) -> PairAgreement:
     """Cohen's kappa, accuracy, macro-F1, per-label precision/recall/F1 and the confusions of
-    ``other`` against ``reference`` (scikit-learn, through distill's metrics)."""
-    from tnt.metrics import classification_metrics
-
+    ``other`` against ``reference``."""
     if not reference:
         return PairAgreement(0, None, None, None)
-    with warnings.catch_warnings():  # one label only: kappa is undefined, reported as None below
-        warnings.simplefilter("ignore", UserWarning)
-        metrics = classification_metrics(list(reference), list(other))
-    confusions = Counter((r, o) for r, o in zip(reference, other) if r != o)
+    metrics = classification_metrics(list(reference), list(other))
     return PairAgreement(
         documents=len(reference),
-        kappa=None if np.isnan(metrics["kappa"]) else metrics["kappa"],  # undefined when one label is all there is
+        kappa=metrics["kappa"],
         accuracy=metrics["accuracy"],
         macro_f1=metrics["macro_f1"],
         per_label=metrics["per_label"],
-        confusions=[(r, o, count) for (r, o), count in confusions.most_common()],
+        confusions=confusions(reference, other),
     )
 
 
@@ -82,3 +92,31 @@ def _human_vs_human(labels: LabelStore, version: int) -> PairAgreement | None:
     if not pairs:
         return None
     return compare_labels([first["label"] for first, _ in pairs], [second["label"] for _, second in pairs])
+
+
+def agreement_with_reference(
+    workspace: Workspace,
+    reference_version: int,
+    taxonomy_version: int | None = None,
+    precedence: Iterable[str] = DEFAULT_PRECEDENCE,
+) -> ReferenceAgreement:
+    """AMI and the label → reference mapping between each document's current label under
+    ``taxonomy_version`` (latest by default; human over model over LLM) and people's labels under
+    ``reference_version``. The two versions need not share label names: AMI compares partitions."""
+    version = TaxonomyStore(workspace).get(taxonomy_version).version
+    assert version is not None
+    if version == reference_version:
+        raise ValueError(f"taxonomy version {version} is the reference itself: compare another version with it")
+    gold = reference_labels(workspace, reference_version)
+    current = {doc_id: row["label"] for doc_id, row in resolve_labels(workspace, version, precedence).items()}
+    if not current:
+        raise ValueError(f"taxonomy version {version} has no labels yet: label, cluster or tag documents with it first")
+    ami, mapping = reference_agreement(current, gold)
+    documents = sum(row["count"] for row in mapping.values())
+    return ReferenceAgreement(version, reference_version, documents, ami, mapping)
+
+
+def default_reference(workspace: Workspace, taxonomy_version: int) -> int | None:
+    """The latest version imported with the corpus (``ingest --label-field``) other than this one."""
+    imported = [t.version for t in TaxonomyStore(workspace).all() if t.method == "import" and t.version != taxonomy_version]
+    return max(imported, default=None)

@@ -442,7 +442,7 @@ def push(
 ) -> PushResult:
     """Create or update the project for a taxonomy version and import the documents not yet in it,
     each with tnt's prediction attached (unless ``predictions`` is off: the backend serves them)."""
-    from tnt.corpus.ingest import DocumentStore
+    from tnt.corpus.store import DocumentStore
 
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     assert taxonomy.version is not None
@@ -518,7 +518,7 @@ def connect(
     auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": username, "basic_auth_pass": password}
     existing = [b for b in ls.ml.list(project=project_id) if (b.url or "").rstrip("/") == backend_url]
     if existing:
-        backend = ls.ml.update(id=existing[0].id, url=backend_url, **auth)
+        backend = ls.ml.update(id=existing[0].id, url=backend_url, project=project_id, **auth)
     else:
         backend = ls.ml.create(url=backend_url, project=project_id, title="tnt", is_interactive=False, **auth)
     if backend.state != "CO":

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelStore
 from tnt.runs import WorkspaceError
 from tnt.taxonomy.store import TaxonomyStore

@@ -1,10 +1,12 @@
 """The clustering method (``--method cluster``), TnT-LLM's baseline as in Clio and BERTopic: embed the
-documents, k-means, and have the LLM name each cluster from its most central members.
+documents, k-means, and name each cluster.
 
 Stages: an ``Embedder`` (texts → vectors, ``tnt.encoders``; precomputed vectors pass straight
-through), ``KMeansClusterer`` (vectors → clusters and representatives), ``ClusterNamer`` (members →
-a unique, guarded label per cluster). It costs k LLM calls whatever the corpus size, so it scales to
-100k documents; its taxonomy can seed the TnT-LLM loop (``generate --seed-version``).
+through), ``KMeansClusterer`` (vectors → clusters and representatives), a ``Namer`` (texts and
+clusters → a unique, guarded label per cluster): ``ClusterNamer`` asks the LLM from each cluster's
+most central members (k LLM calls whatever the corpus size, so it scales to 100k documents);
+``tnt.taxonomy.keywords.KeywordNamer`` uses c-TF-IDF keywords and no LLM. The taxonomy can seed the
+TnT-LLM loop (``generate --seed-version``).
 """
 
 from __future__ import annotations
@@ -96,9 +98,26 @@ class NamedClusters:
     merged: dict[str, list[int]] = field(default_factory=dict)  # label -> clusters that kept one name
 
 
+class Namer(Protocol):
+    """Names clusters (BERTopic's representation stage); clusters that keep one name are merged."""
+
+    @property
+    def prompt_hashes(self) -> dict[str, str]: ...  # the prompts it uses, recorded with the taxonomy
+
+    def prepared(self, texts: Sequence[str], clusters: Clusters) -> list[tuple[list[dict[str, str]], dict]]:
+        """The LLM requests ``name`` would send (none for a namer that needs no LLM), for estimates."""
+        ...
+
+    async def name(self, texts: Sequence[str], clusters: Clusters) -> NamedClusters: ...
+
+
+def representative_texts(texts: Sequence[str], clusters: Clusters) -> list[list[str]]:
+    return [[texts[i] for i in reps] for reps in clusters.representatives]
+
+
 @dataclass
 class ClusterNamer:
-    """Names every cluster concurrently; clashing or out-of-bounds names are asked again with the
+    """Names every cluster concurrently from its most central members; clashing or out-of-bounds names are asked again with the
     taken names listed and a hotter temperature. Clusters that still share a name are merged."""
 
     gateway: Gateway
@@ -111,8 +130,8 @@ class ClusterNamer:
     item_max_chars: int = 300
 
     @property
-    def prompt_hash(self) -> str:
-        return self.prompts.get(PROMPT).hash
+    def prompt_hashes(self) -> dict[str, str]:
+        return {PROMPT: self.prompts.get(PROMPT).hash}
 
     def messages(self, members: Sequence[str], taken: Sequence[str] = ()) -> list[dict[str, str]]:
         return self.prompts.get(PROMPT).render(
@@ -122,12 +141,16 @@ class ClusterNamer:
             taken=sorted(taken),
         )
 
-    def prepared(self, members_per_cluster: Sequence[Sequence[str]]) -> list[tuple[list[dict[str, str]], dict]]:
+    def prepared(self, texts: Sequence[str], clusters: Clusters) -> list[tuple[list[dict[str, str]], dict]]:
         schema = limited(ClusterName, self.limits)
         max_tokens = table_max_tokens(self.limits, rows=1)
-        return [self.gateway.prepare(self.messages(m), schema, max_tokens=max_tokens) for m in members_per_cluster]
+        members = representative_texts(texts, clusters)
+        return [self.gateway.prepare(self.messages(m), schema, max_tokens=max_tokens) for m in members]
 
-    async def name(self, members_per_cluster: Sequence[Sequence[str]], sizes: Sequence[int]) -> NamedClusters:
+    async def name(self, texts: Sequence[str], clusters: Clusters) -> NamedClusters:
+        return await self.name_members(representative_texts(texts, clusters), clusters.sizes)
+
+    async def name_members(self, members_per_cluster: Sequence[Sequence[str]], sizes: Sequence[int]) -> NamedClusters:
         names: list[ClusterName | None] = [None] * len(members_per_cluster)
         problems: dict[int, list[str]] = {i: [] for i in range(len(names))}
         to_name = list(range(len(names)))
@@ -148,7 +171,7 @@ class ClusterNamer:
         if failed:
             rounds = [[f"cluster {i}: {p[r]}" for i, p in failed.items() if r < len(p)] for r in range(attempt + 1)]
             raise GuardrailFailure(PROMPT, rounds, what=f"{len(failed)} of {len(names)} clusters have no acceptable name")
-        return _merge_same_names(names, sizes)  # type: ignore[arg-type]
+        return merge_same_names(names, sizes)  # type: ignore[arg-type]
 
     async def _ask(self, members: Sequence[str], taken: Sequence[str], attempt: int) -> ClusterName | str:
         try:
@@ -158,6 +181,7 @@ class ClusterNamer:
                 temperature=self.temperature + attempt * self.temperature_step,
                 max_tokens=table_max_tokens(self.limits, rows=1),
                 stage=PROMPT,
+                prompt=self.prompts.get(PROMPT),
             )
         except LLMFailure as exc:
             return exc.reason
@@ -190,7 +214,7 @@ class ClusterNamer:
         return sorted(rename)
 
 
-def _merge_same_names(names: list[ClusterName], sizes: Sequence[int]) -> NamedClusters:
+def merge_same_names(names: list[ClusterName], sizes: Sequence[int]) -> NamedClusters:
     """One label per distinct name; the description of its biggest cluster wins."""
     clusters_of: dict[str, list[int]] = defaultdict(list)
     for i, name in enumerate(names):
@@ -221,7 +245,7 @@ class ClusterProposer:
 
     embedder: Embedder
     clusterer: KMeansClusterer
-    namer: ClusterNamer
+    namer: Namer
 
     def cluster(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> Clusters:
         """k-means on unit vectors, so Euclidean distance ranks like cosine similarity."""
@@ -231,8 +255,7 @@ class ClusterProposer:
         self, texts: Sequence[str], vectors: np.ndarray | None = None, clusters: Clusters | None = None
     ) -> ClusterProposal:
         clusters = clusters or self.cluster(texts, vectors)
-        members = [[texts[i] for i in reps] for reps in clusters.representatives]
-        named = await self.namer.name(members, clusters.sizes)
+        named = await self.namer.name(texts, clusters)
         assignments = [named.label_of_cluster[c] for c in clusters.assignments]
         return ClusterProposal(named.labels, assignments, clusters, named)
 

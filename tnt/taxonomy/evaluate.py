@@ -117,7 +117,7 @@ class Evaluator:
         try:
             answer = await self.gateway.complete(
                 self.assign_messages(labels, item), assign_answer(self.choices(labels)),
-                max_tokens=60, stage="taxonomy_eval_assign",
+                max_tokens=60, stage="taxonomy_eval_assign", prompt=self.prompts.get("taxonomy_eval_assign"),
             )
         except LLMFailure as exc:
             result.errors.append(f"assign: {exc.reason}")
@@ -148,6 +148,7 @@ class Evaluator:
         completion = await self.gateway.complete(
             self._render("taxonomy_eval_pairwise", a=a, b=b, text=text),
             PairwiseAnswer, max_tokens=20, stage="taxonomy_eval_pairwise",
+            prompt=self.prompts.get("taxonomy_eval_pairwise"),
         )
         return (completion.parsed.choice == "A") == assigned_first
 
@@ -155,6 +156,7 @@ class Evaluator:
         completion = await self.gateway.complete(
             self._render("taxonomy_eval_relevance", label=label, text=text),
             RelevanceAnswer, max_tokens=20, stage="taxonomy_eval_relevance",
+            prompt=self.prompts.get("taxonomy_eval_relevance"),
         )
         return completion.parsed.relevant
 

@@ -10,11 +10,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tnt.corpus.ingest import DocumentStore
+from tnt.corpus.store import DocumentStore
 from tnt.distill.encoders import DEFAULT_ENCODER
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import Gateway, LLMSettings
@@ -25,9 +25,11 @@ from tnt.taxonomy.cluster import (
     ClusterProposal,
     ClusterProposer,
     KMeansClusterer,
+    Namer,
     default_embedder,
 )
 from tnt.taxonomy.guardrails import TaxonomyLimits, limited, typical_table_tokens
+from tnt.taxonomy.keywords import KeywordNamer
 from tnt.taxonomy.proposer import (
     RATING_TOKENS,
     ProposerSettings,
@@ -303,7 +305,8 @@ class ClusterOptions(BaseModel):
     use_case: str = Field(min_length=1)
     k: int = Field(20, ge=2, description="Number of k-means clusters.")
     sample: int | None = Field(None, ge=1, description="Documents drawn from the corpus; None: all.")
-    representatives: int = Field(10, ge=1, description="Members nearest each centre shown to the namer.")
+    representatives: int = Field(10, ge=1, description="Members nearest each centre shown to the LLM namer.")
+    namer: Literal["llm", "keywords"] = Field("llm", description="llm: the LLM names each cluster; keywords: c-TF-IDF, no LLM.")
     seed: int = 0
     limits: TaxonomyLimits = Field(default_factory=TaxonomyLimits)
     levels: int = Field(1, ge=1, le=2)
@@ -315,6 +318,11 @@ class ClusterOptions(BaseModel):
     prompts_dir: str | None = None
     device: str | None = None
 
+    @property
+    def uses_llm(self) -> bool:
+        """Whether an LLM may be called: to name, to summarise long texts, or to group the labels."""
+        return self.namer == "llm" or self.summarize or self.levels == 2
+
 
 @dataclass
 class ClusterOutcome:
@@ -325,8 +333,9 @@ class ClusterOutcome:
 def cluster_taxonomy(
     workspace: Workspace, options: ClusterOptions, settings: LLMSettings, progress: Reporter | None = None
 ) -> ClusterOutcome:
-    """Embed, k-means, name the clusters; save the version and each document's cluster label
-    (source ``model``, origin ``cluster:<run>``)."""
+    """Embed, k-means, name the clusters (by the LLM or by keywords); save the version and each
+    document's cluster label (source ``model``, origin ``cluster:<run>``: from clustering, not from an
+    LLM or a person)."""
     with workspace.run("taxonomy.cluster", options.model_dump()) as run:
         taxonomy = asyncio.run(_cluster(workspace, run, options, settings, progress))
         return ClusterOutcome(taxonomy, run.stats)
@@ -362,12 +371,11 @@ async def _cluster(
             labels=labels,
             method="cluster",
             use_case=options.use_case,
-            model=settings.model,
+            model=settings.model if options.uses_llm else None,
             params=options.model_dump(exclude={"use_case"}) | {"embedder": embedder, "api_base": settings.api_base},
-            prompt_hashes={"taxonomy_name_cluster": proposer.namer.prompt_hash}
-            | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
+            prompt_hashes=proposer.namer.prompt_hashes | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
             run_id=run.id,
-            note=f"k-means k={options.k} on {len(documents)} documents",
+            note=f"k-means k={options.k} on {len(documents)} documents, names from {_NAMED_BY[options.namer]}",
         )
     )
     LabelStore(workspace).add(
@@ -379,12 +387,16 @@ async def _cluster(
     return taxonomy
 
 
+_NAMED_BY = {"llm": "the LLM", "keywords": "c-TF-IDF keywords"}
+
+
 def _cluster_proposer(gateway: Gateway, prompts: PromptLibrary, options: ClusterOptions) -> ClusterProposer:
-    return ClusterProposer(
-        default_embedder(options.device),
-        KMeansClusterer(options.k, options.representatives, options.seed),
-        ClusterNamer(gateway, prompts, options.use_case, options.limits, options.retries),
+    namer: Namer = (
+        KeywordNamer(options.limits)
+        if options.namer == "keywords"
+        else ClusterNamer(gateway, prompts, options.use_case, options.limits, options.retries)
     )
+    return ClusterProposer(default_embedder(options.device), KMeansClusterer(options.k, options.representatives, options.seed), namer)
 
 
 def _agreement(workspace: Workspace, reference: int, documents: list[TextItem], proposal: ClusterProposal) -> dict[str, Any]:
@@ -412,8 +424,8 @@ def estimate_cluster(workspace: Workspace, options: ClusterOptions, settings: LL
     texts = [d.text for d in documents]
     proposer = _cluster_proposer(gateway, prompts, options)
     clusters = proposer.cluster(texts)
-    members = [[texts[i] for i in reps] for reps in clusters.representatives]
-    parts.append(gateway.estimate(proposer.namer.prepared(members), typical_table_tokens(options.limits, rows=1)))
+    if naming := proposer.namer.prepared(texts, clusters):
+        parts.append(gateway.estimate(naming, typical_table_tokens(options.limits, rows=1)))
     total = add_estimates(parts)
     total["note"] = "clusters computed on the texts; with summaries the naming prompts are shorter"
     return total

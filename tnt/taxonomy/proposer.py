@@ -145,6 +145,7 @@ class TableCaller:
                     temperature=min(temperature + attempt * self.temperature_step, 2.0),
                     max_tokens=self.max_tokens,
                     stage=prompt,
+                    prompt=self.prompts.get(prompt),
                 )
             except LLMFailure as exc:
                 attempts.append([exc.reason])
@@ -333,7 +334,8 @@ class TaxonomyProposer:
             messages = self.caller.render("taxonomy_rate", labels=table_view(table), items=batch)
             try:
                 completion = await self.caller.gateway.complete(
-                    messages, RatingAnswer, max_tokens=RATING_TOKENS, stage="taxonomy_rate"
+                    messages, RatingAnswer, max_tokens=RATING_TOKENS, stage="taxonomy_rate",
+                    prompt=self.caller.prompts.get("taxonomy_rate"),
                 )
             except LLMFailure:
                 continue  # logged by the gateway; the score rests on the batches that answered

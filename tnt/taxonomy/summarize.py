@@ -116,7 +116,8 @@ class Summarizer:
             return Summary(item.id, item.text.strip(), origin="text")
         try:
             completion = await self.gateway.complete(
-                self.messages(item), SummaryAnswer, max_tokens=MAX_OUTPUT_TOKENS, stage="summarize"
+                self.messages(item), SummaryAnswer, max_tokens=MAX_OUTPUT_TOKENS, stage="summarize",
+                prompt=self.prompts.get(PROMPT),
             )
         except LLMFailure as exc:
             return Summary(item.id, clip(item.text, self.min_chars), origin="fallback", error=exc.reason)
