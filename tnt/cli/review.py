@@ -5,7 +5,7 @@ import json
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from tnt.cli.common import WorkspaceOption, console, fail, open_workspace
 
@@ -82,11 +82,13 @@ def agreement(
     if as_json:
         print(json.dumps(report.to_dict() | ({"reference": against.to_dict()} if against else {}), indent=2))
         return
-    table = Table("comparison", "documents", "Cohen's κ", "accuracy", "macro-F1", title=f"Agreement, taxonomy v{report.taxonomy_version}")
-    for name, pair in (("LLM vs human", report.llm_vs_human), ("human vs human", report.human_vs_human)):
-        if pair is not None:
+    pairs = [(name, pair) for name, pair in (("LLM vs human", report.llm_vs_human), ("human vs human", report.human_vs_human))
+             if pair is not None and (pair.documents or against is None)]  # fmt: skip
+    if pairs:
+        table = Table("comparison", "documents", "Cohen's κ", "accuracy", "macro-F1", title=f"Agreement, taxonomy v{report.taxonomy_version}")
+        for name, pair in pairs:
             table.add_row(name, str(pair.documents), _num(pair.kappa), _num(pair.accuracy), _num(pair.macro_f1))
-    console.print(table)
+        console.print(table)
     if report.llm_vs_human.per_label:
         labels = Table("label (human)", "support", "LLM precision", "LLM recall", "F1", title="Per label, LLM against people")
         for label, scores in sorted(report.llm_vs_human.per_label.items(), key=lambda item: -item[1]["support"]):
@@ -106,7 +108,8 @@ def print_reference_agreement(against: "ReferenceAgreement") -> None:
         f"Taxonomy v{against.taxonomy_version} against the human labels of v{against.reference_version}: "
         f"AMI {against.ami:.3f} over {against.documents:,} documents"
     )
-    mapping = Table("label", "documents", f"most frequent v{against.reference_version} label", "share",
+    mapping = Table(Column("label", overflow="fold"), "documents",
+                    Column(f"most frequent v{against.reference_version} label", overflow="fold"), "share",
                     title="Each label's most frequent reference label")  # fmt: skip
     for label, row in against.mapping.items():
         mapping.add_row(label, str(row["count"]), row["reference"], f"{row['share']:.2f}")
