@@ -1,7 +1,7 @@
 """Distilled models: small classifiers (and score regressors) trained on LLM and human labels.
 
 An LLM labels thousands of documents; a distilled model tags the rest of the corpus. A model is an
-encoder (``tnt.encoders``) plus a head, both small objects:
+encoder (``tnt.distill.encoders``) plus a head, both small objects:
 
 - kinds: ``embed-linear`` (sentence embeddings + temperature-calibrated logistic regression, the
   default), ``embed-mlp`` (the same embeddings + a small torch MLP), ``hashing-linear`` (hashed word
@@ -13,9 +13,8 @@ encoder (``tnt.encoders``) plus a head, both small objects:
 ``predict``). Models are saved as data, never pickles: ``model.json`` (labels, encoder, head, metrics)
 + ``weights.safetensors`` (+ ``encoder.onnx`` and ``tokenizer.json`` for the embed kinds).
 
-This module owns the ``models`` table; ``train`` builds a model from a workspace's labels: LLM labels,
-overridden by human labels that also weigh more, evaluated against human labels when there are
-enough of them, else against a held-out share of the LLM labels.
+Heads live in ``tnt.distill.heads``; ``tnt.distill.train`` builds a model from a workspace's labels
+and ``tnt.distill.store`` keeps the ``models`` table.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 the model in chunks and writes one Parquet file per shard: ``id``, ``label``, ``probability``,
 ``top_k`` (``labels`` too for multi-label models; ``score`` for score models). A reader thread
 parses the next chunk while the model works on the current one; inside a chunk the encoder batches
-texts of similar length (``tnt.encoders``). Memory is bounded by a few chunks.
+texts of similar length (``tnt.distill.encoders``). Memory is bounded by a few chunks.
 
 Resumable per shard: output goes to a hidden temporary name and is renamed when the shard is
 complete, so a restart skips finished shards and redoes only the interrupted one. A manifest in the

@@ -2,8 +2,8 @@
 
 ``Labeler`` turns documents into requests (one document, or several short ones per call) and
 validated answers into ``LabelRecord``s; ``label_documents`` runs it over a selection through the
-gateway, resumably. The helpers shared with the other per-document LLM stage (``quality``) live here
-too: document selection, the concurrent driver, the run result and progress.
+gateway, resumably, through the per-document driver it shares with quality scoring
+(``tnt.llm.stage``).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from tnt.workspace import Workspace
 
-log = logging.getLogger("tnt.labelstudio")
+log = logging.getLogger("tnt.review.labelstudio")
 
 CONTROL_NAME = "label"
 OBJECT_NAME = "text"

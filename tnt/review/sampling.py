@@ -1,4 +1,4 @@
-"""Human review: which documents people should look at, and how far the LLM agrees with them.
+"""Human review: which documents people should look at.
 
 ``choose_for_review`` is the sampler itself (plain data in, picks out): a mix of
 - ``disagreement``: the LLM and the distilled classifier give different labels (one of them is wrong);
@@ -6,8 +6,8 @@
   turn across predicted labels so one confusable pair does not fill the sample;
 - ``stratified``: every label represented, rare labels first, so no label goes unreviewed.
 A strategy with nothing to offer (no classifier yet, say) hands its share to the others. Every pick
-records its reason. ``sample_for_review`` feeds it from a workspace and records the sample;
-``agreement`` compares LLM labels with human ones (and people with each other).
+records its reason. ``sample_for_review`` feeds it from a workspace and records the sample
+(``tnt.review.agreement`` compares the labels once people have reviewed them).
 
 This module owns the ``review_samples`` table.
 """

@@ -1,7 +1,7 @@
 """The clustering method (``--method cluster``), TnT-LLM's baseline as in Clio and BERTopic: embed the
 documents, k-means, and name each cluster.
 
-Stages: an ``Embedder`` (texts → vectors, ``tnt.encoders``; precomputed vectors pass straight
+Stages: an ``Embedder`` (texts → vectors, ``tnt.distill.encoders``; precomputed vectors pass straight
 through), ``KMeansClusterer`` (vectors → clusters and representatives), a ``Namer`` (texts and
 clusters → a unique, guarded label per cluster): ``ClusterNamer`` asks the LLM from each cluster's
 most central members (k LLM calls whatever the corpus size, so it scales to 100k documents);

@@ -1,6 +1,7 @@
 """Taxonomy commands as library functions: ``generate_taxonomy``, ``refine_taxonomy`` and their
-``--dry-run`` estimates. They sample documents through the corpus API, run the stages of
-``taxonomy_generate`` inside a recorded run, and save the result as a new taxonomy version.
+``--dry-run`` estimates, and ``cluster_taxonomy``. They sample documents through the corpus API, run
+the stages of ``tnt.taxonomy.proposer`` / ``refine`` / ``cluster`` inside a recorded run, and save
+the result as a new taxonomy version.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""TnT-LLM phase 1 as stage objects: propose a label table from summaries, group it, refine it.
+"""TnT-LLM phase 1 as stage objects: propose a label table from summaries (generate → update →
+review, with ratings); grouping and refining are in ``tnt.taxonomy.refine``.
 
 Each stage takes plain data (strings, ``TaxonomyLabel`` lists) and talks to the LLM only through a
 ``TableCaller``, which owns the guardrails: every table answer is a validated pydantic model, checked
 against ``TaxonomyLimits``; a failing answer is retried with the problems fed back and the
 temperature raised a little each time, then the stage fails with the reasons. The workspace-facing
-functions (sampling, storing versions) are in ``taxonomy_pipeline``.
+functions (sampling, storing versions) are in ``tnt.taxonomy.pipeline``.
 """
 
 from __future__ import annotations

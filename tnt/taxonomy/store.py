@@ -1,10 +1,10 @@
 """Taxonomies: label sets, versioned in the workspace.
 
 Every generated, edited, refined or imported taxonomy is a new immutable version with its parent,
-so lineage and diffs are always available. This module owns the ``taxonomies`` table; it also holds
-what every taxonomy must satisfy (``guardrail_problems``), the YAML/JSON file format people edit
-(``dump_taxonomy`` / ``load_taxonomy_file``, errors reported by line) and ``diff_taxonomies``.
-Generation lives in ``taxonomy_generate``, evaluation in ``taxonomy_evaluate``.
+so lineage and diffs are always available. This module owns the ``taxonomies`` table. What every
+table must satisfy is in ``tnt.taxonomy.guardrails``, the file format people edit and the diff in
+``tnt.taxonomy.file``, generation in ``tnt.taxonomy.proposer`` / ``pipeline``, evaluation in
+``tnt.taxonomy.evaluate``.
 """
 
 from __future__ import annotations
