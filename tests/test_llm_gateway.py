@@ -235,6 +235,23 @@ def test_api_key_never_reaches_the_log_or_the_error(workspace, llm_server, trans
         assert API_KEY.encode() not in path.read_bytes(), path
 
 
+def test_a_provider_key_read_from_the_environment_is_redacted_too(workspace, llm_server, monkeypatch):
+    env_key = "AIza-env-only-secret-0123456789"
+    monkeypatch.setenv("GEMINI_API_KEY", env_key)  # litellm reads it itself; tnt never sends it
+    server = llm_server(lambda body: Reply(f"POST https://example/v1beta/models:generate?key={env_key}&alt=sse: "
+                                           f"API key {env_key} not valid", status=400))  # fmt: skip
+    gateway = Gateway(workspace, fast_settings(server))
+
+    with pytest.raises(LLMFailure) as failure:
+        asyncio.run(gateway.complete(ask("x"), Intent))
+
+    assert "HTTP 400" in failure.value.reason and "key=***" in failure.value.reason
+    assert env_key not in failure.value.reason
+    workspace.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for path in workspace.directory.iterdir():
+        assert env_key.encode() not in path.read_bytes(), path
+
+
 def test_second_identical_run_is_served_from_the_cache(workspace, llm_server):
     server = llm_server(intent_for)
     texts = [f"message {i}" for i in range(20)]
@@ -402,6 +419,7 @@ def test_the_log_keeps_the_repair_request_and_both_answers(workspace, llm_server
     assert repair.messages == server.requests[1]["messages"] == invalid.messages
     assert "Field required" in repair.messages[-1]["content"]
     assert invalid.outcome == "invalid" and "confidence: Field required" in invalid.error
+    assert invalid.response == '{"label": "card"}'  # the answer that failed is on the failure's record
 
 
 def test_the_local_model_is_one_more_transport_free_with_native_schema(workspace):

@@ -12,7 +12,7 @@ migrations = Migrations("tnt")
 
 @migrations()
 def m001_spine(db: Database) -> None:
-    # workspace.py: every command that changes state is a run
+    # runs.py: every command that changes state is a run
     db["runs"].create(
         {
             "id": str,
@@ -31,7 +31,7 @@ def m001_spine(db: Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db["run_issues"].create_index(["run_id"])
-    # corpus.py
+    # corpus/store.py
     db["documents"].create(
         {
             "id": str,
@@ -45,7 +45,7 @@ def m001_spine(db: Database) -> None:
         },
         pk="id",
     )
-    # llm.py: the response cache and the call log
+    # llm/gateway.py, llm/log.py: the response cache and the call log
     db["llm_cache"].create(
         {"key": str, "model": str, "response": str, "created_at": str}, pk="key"
     )
@@ -68,7 +68,7 @@ def m001_spine(db: Database) -> None:
         pk="id",
     )
     db["llm_calls"].create_index(["run_id"])
-    # taxonomy.py: every generated, edited or imported label set is a version
+    # taxonomy/store.py: every generated, edited or imported label set is a version
     db["taxonomies"].create(
         {
             "version": int,
@@ -87,7 +87,7 @@ def m001_spine(db: Database) -> None:
         },
         pk="version",
     )
-    # label.py: labels from the LLM, from people and from distilled models
+    # labels/store.py: labels from the LLM, from people and from distilled models
     db["labels"].create(
         {
             "id": int,
@@ -111,7 +111,7 @@ def m001_spine(db: Database) -> None:
     db["labels"].create_index(["doc_id"])
     db["labels"].create_index(["taxonomy_version", "source"])
     db["labels"].create_index(["run_id"])
-    # distill.py: trained classifiers (weights live in files beside the database)
+    # distill/store.py: trained classifiers (weights live in files beside the database)
     db["models"].create(
         {
             "id": str,
@@ -131,7 +131,7 @@ def m001_spine(db: Database) -> None:
 
 @migrations()
 def summarize_001_summaries(db: Database) -> None:
-    # summarize.py: use-case-conditioned document summaries, reused across taxonomy runs
+    # taxonomy/summarize.py: use-case-conditioned document summaries, reused across taxonomy runs
     db["summaries"].create(
         {
             "id": int,
@@ -170,7 +170,7 @@ def select_001_selections(db: Database) -> None:
 
 @migrations()
 def labelstudio_001_projects(db: Database) -> None:
-    # labelstudio.py: the Label Studio projects tnt pushed, each tied to one taxonomy version
+    # review/labelstudio.py: the Label Studio projects tnt pushed, each tied to one taxonomy version
     db["ls_projects"].create(
         {
             "project_id": int,
@@ -188,7 +188,7 @@ def labelstudio_001_projects(db: Database) -> None:
 
 @migrations()
 def review_001_samples(db: Database) -> None:
-    # review.py: documents chosen for human review, with why each was chosen
+    # review/sampling.py: documents chosen for human review, with why each was chosen
     db["review_samples"].create(
         {
             "run_id": str,

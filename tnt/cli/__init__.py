@@ -107,8 +107,8 @@ def cost(
         console.print(table)
 
 
-# Registered in pipeline order, which is the order `tnt --help` lists them.
-app.command("logs")(logs.logs)
+app.command("logs")(logs.logs)  # with init, runs and cost: the workspace's own commands come first
+# The stages, registered in pipeline order, which is the order `tnt --help` lists them.
 app.command("ingest")(ingest.ingest)
 app.add_typer(taxonomy.app, name="taxonomy")
 app.command("label")(label.label)

@@ -20,8 +20,8 @@ from tnt.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from tnt.labels.labeling import DocumentProgress, StageResult
     from tnt.llm.gateway import LLMSettings
+    from tnt.llm.stage import DocumentProgress, StageResult
     from tnt.workspace import Workspace
 
 SampleOption = Annotated[

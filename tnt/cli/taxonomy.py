@@ -117,7 +117,8 @@ def generate(
     reference: Annotated[int | None, typer.Option("--reference", help="Version with people's labels: report AMI (cluster).")] = None,
     levels: Annotated[int, typer.Option("--levels", min=1, max=2, help="2: group the labels under parents.")] = 1,
     max_groups: Annotated[int | None, typer.Option("--max-groups", min=2, help="Most parents with --levels 2.")] = None,
-    summarize: Annotated[bool, typer.Option("--summarize/--no-summarize", help="Summarise long documents first.")] = True,
+    summarize: Annotated[bool | None, typer.Option("--summarize/--no-summarize", show_default=False,
+                         help="Summarise long documents first (by the LLM; default: yes, but not with --namer keywords, which calls no LLM).")] = None,  # fmt: skip
     min_summary_chars: Annotated[int, typer.Option("--min-summary-chars", min=0, help="Shorter texts are used as they are.")] = 500,
     max_labels: MaxLabelsOption = 10,
     min_labels: MinLabelsOption = 2,
@@ -144,6 +145,8 @@ def generate(
 
     limits = TaxonomyLimits(min_labels=min_labels, max_labels=max_labels, max_name_words=max_name_words,
                             max_description_words=max_description_words)  # fmt: skip
+    if summarize is None:
+        summarize = not (method is Method.cluster and namer is ClusterNaming.keywords)
     common = {"use_case": use_case, "limits": limits, "levels": levels, "max_groups": max_groups, "summarize": summarize,
               "min_summary_chars": min_summary_chars, "retries": retries, "prompts_dir": str(prompts) if prompts else None}  # fmt: skip
     with open_workspace(workspace) as ws:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tnt.distill.heads import DistillError
@@ -119,9 +119,6 @@ def split_for_evaluation(
 class TrainReport:
     model: ModelInfo
     metrics: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"model": {**asdict(self.model), "path": str(self.model.path)}, "metrics": self.metrics}
 
 
 def train(

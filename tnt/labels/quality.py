@@ -23,15 +23,8 @@ import jinja2
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
-from tnt.corpus.store import Document, DocumentStore
-from tnt.labels.labeling import (
-    DOCUMENT_PAGE,
-    DocumentProgress,
-    StageContext,
-    StageResult,
-    run_llm_stage,
-    unique,
-)
+from tnt.corpus.store import Document, DocumentStore, unique
+from tnt.labels.labeling import DOCUMENT_PAGE
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import (
     Completion,
@@ -41,6 +34,7 @@ from tnt.llm.gateway import (
     offers_logprobs,
 )
 from tnt.llm.prompts import PromptLibrary
+from tnt.llm.stage import DocumentProgress, StageContext, StageResult, run_llm_stage
 from tnt.taxonomy.summarize import clip
 
 if TYPE_CHECKING:

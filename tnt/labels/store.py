@@ -52,12 +52,6 @@ class LabelStore:
             self.db["labels"].insert_all(rows, batch_size=1000)
         return len(rows)
 
-    def set_taxonomy_version(self, run_id: str, version: int) -> None:
-        with self.db.conn:
-            self.db.execute(
-                "update labels set taxonomy_version = ? where run_id = ?", [version, run_id]
-            )
-
     def retract(self, origin: str) -> int:
         with self.db.conn:
             cursor = self.db.execute(

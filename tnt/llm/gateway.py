@@ -30,7 +30,7 @@ from tnt.llm.transports import (
     LLMFailure,
     RawResponse,
     TransientError,
-    api_key_for,
+    known_secrets,
     make_transport,
     short_error,
 )
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T", bound=BaseModel)
+KEY_IN_URL = re.compile(r"([?&](?:key|api[-_]?key|access_token)=)[^&\s'\"]+", re.IGNORECASE)
 
 
 class LLMSettings(BaseModel):
@@ -221,7 +222,7 @@ class Gateway:
             repaired.parsed = parse_json_answer(repaired.text, schema)
         except (ValidationError, ValueError) as second_error:
             reason = f"invalid answer after one repair round: {_answer_problems(second_error)}"
-            self._log(repair, "invalid", error=reason)
+            self._log(repair, "invalid", raw=RawResponse(repaired.text, None, None), error=reason)
             raise LLMFailure(reason, answered=True) from second_error
         return repaired
 
@@ -291,9 +292,11 @@ class Gateway:
         return max(backoff, retry_after_s * random.uniform(1.0, 1.1))
 
     def _redacted(self, text: str) -> str:
-        """Errors are logged and shown; a provider echoing the API key must not put it there."""
-        key = api_key_for(self.settings)
-        return text.replace(key, "***") if key and key != "no-key" else text
+        """Errors are logged and shown; a provider echoing an API key (some quote the request URL,
+        ``?key=…`` included) must not put it there."""
+        for secret in known_secrets(self.settings):
+            text = text.replace(secret, "***")
+        return KEY_IN_URL.sub(r"\1***", text)
 
     # Cache and log
 

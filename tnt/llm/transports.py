@@ -279,6 +279,17 @@ def openai_request_options(params: dict[str, Any], structured_output: str) -> di
     return options
 
 
+SECRET_ENV_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")
+
+
+def known_secrets(settings: LLMSettings) -> list[str]:
+    """Every key an error message could echo: the one tnt sends, and each provider key litellm may
+    read from the environment itself (``GEMINI_API_KEY``, ``ANTHROPIC_API_KEY``, …); longest first."""
+    from_env = {value for name, value in os.environ.items() if name.endswith(SECRET_ENV_SUFFIXES) and len(value) >= 8}
+    keys = {api_key_for(settings), *from_env} - {None, "no-key"}
+    return sorted(keys, key=len, reverse=True)  # type: ignore[arg-type]
+
+
 def api_key_for(settings: LLMSettings) -> str | None:
     """The key to send; None lets litellm read the provider's own environment variable."""
     if settings.api_key:

@@ -1,7 +1,8 @@
 """Stage 2b, human review: which documents people should look at, how far labels agree, and Label Studio.
 
 - ``tnt.review.sampling``: ``sample_for_review`` (disagreements, least confident, stratified);
-- ``tnt.review.agreement``: LLM against people and people against each other;
+- ``tnt.review.agreement``: LLM against people, people against each other, and a version's labels
+  against a reference version's human labels (AMI and the label mapping);
 - ``tnt.review.labelstudio``: label configs, predictions, push, pull and the webhook's annotations
   (``label_studio_backend`` serves them to Label Studio).
 """
