@@ -125,7 +125,7 @@ class QualityScorer:
     """Scores one document at a time through the gateway; remembers when the backend has no logprobs."""
 
     def __init__(
-        self, prompts: PromptLibrary, model: str, prompt_name: str = DEFAULT_PROMPT, max_doc_chars: int = 6000
+        self, prompts: PromptLibrary, settings: LLMSettings, prompt_name: str = DEFAULT_PROMPT, max_doc_chars: int = 6000
     ):
         self.prompt = prompts.get(prompt_name)
         self.scoring, scoring_source = load_scoring(prompts, prompt_name)
@@ -137,7 +137,7 @@ class QualityScorer:
             "VerbalisedScore", score=(float, Field(ge=self.scoring.low, le=self.scoring.high))
         )
         # None: unknown until the first answer (an OpenAI-compatible server may or may not send them)
-        self.backend_has_logprobs: bool | None = None if offers_logprobs(model) else False
+        self.backend_has_logprobs: bool | None = None if offers_logprobs(settings) else False
 
     def messages(self, doc: Document, verbalised: bool) -> list[dict[str, str]]:
         return self.prompt.render(
@@ -221,17 +221,17 @@ def _total_cost(completions: Sequence[Completion]) -> float | None:
 def _scoring_plan(
     workspace: Workspace,
     doc_ids: Sequence[str],
-    model: str,
+    settings: LLMSettings,
     prompts: PromptLibrary | None,
     prompt: str,
     max_doc_chars: int,
 ) -> tuple[QualityScorer, list[str], set[str]]:
-    scorer = QualityScorer(prompts or PromptLibrary(), model, prompt, max_doc_chars)
+    scorer = QualityScorer(prompts or PromptLibrary(), settings, prompt, max_doc_chars)
     selected = unique(doc_ids)
     done = LabelStore(workspace).current_doc_ids(
         None,
         "llm",
-        model=model,
+        model=settings.model,
         origin=scorer.origin,
         prompt_hashes=[scorer.hash],
         origins_like=f"{scorer.origin_prefix}:%",
@@ -261,7 +261,7 @@ def score_quality(
     call continues an interrupted run; a document whose request fails is recorded as a run issue.
     """
     settings = settings or LLMSettings()
-    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings.model, prompts, prompt, max_doc_chars)
+    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings, prompts, prompt, max_doc_chars)
     params = {"prompt": prompt, "origin": scorer.origin, "model": settings.model, "documents": len(selected)}
     return run_llm_stage(
         workspace, "score-quality", params, settings, documents=len(selected), skipped=len(done),
@@ -282,7 +282,7 @@ def estimate_quality(
 ) -> dict[str, Any]:
     """What ``score_quality`` would send and cost with log-probabilities (one output token each)."""
     settings = settings or LLMSettings()
-    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings.model, prompts, prompt, max_doc_chars)
+    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings, prompts, prompt, max_doc_chars)
     gateway = Gateway(workspace, settings, stage="quality")
     prepared = []
     for doc in _pending_documents(workspace, selected, done):

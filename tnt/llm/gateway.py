@@ -95,9 +95,10 @@ def parse_json_answer(text: str, schema: type[T]) -> T:
     return schema.model_validate_json(fenced.group(1) if fenced else text.strip())
 
 
-def offers_logprobs(model: str) -> bool:
-    """Whether ``model``'s API takes ``top_logprobs``."""
-    return make_transport(LLMSettings(model=model)).offers_logprobs
+def offers_logprobs(settings: LLMSettings) -> bool:
+    """Whether the model's API takes ``top_logprobs``, asked of the transport these settings pick
+    (an ``openai/…`` model with an ``api_base`` is a server of one's own, not OpenAI)."""
+    return make_transport(settings).offers_logprobs
 
 
 class RateLimiter:
