@@ -209,3 +209,35 @@ def llm_001_full_calls(db: Database) -> None:
     # llm/log.py: every call in full, so a wrong answer can be traced to what was sent and received
     for column in ("messages", "params", "response", "prompt_name", "prompt_hash"):
         db["llm_calls"].add_column(column, str)
+
+
+@migrations()
+def taxonomy_002_label_map(db: Database) -> None:
+    # taxonomy/lineage.py: how a version's labels relate to its parent's (unchanged, renamed, merged, split, ...)
+    db["taxonomies"].add_column("label_map", str)
+
+
+@migrations()
+def labels_002_pending(db: Database) -> None:
+    # labels/pending.py: documents a migration could not carry to the new version, and why
+    db["pending_labels"].create(
+        {
+            "taxonomy_version": int,
+            "doc_id": str,
+            "reason": str,  # split | removed | added | other
+            "offered": str,  # JSON list of the labels a prompt may offer; null: the whole table
+            "old_label": str,
+            "sources": str,  # JSON list of the sources whose label did not carry (llm, human, model)
+            "run_id": str,
+            "created_at": str,
+        },
+        pk=("taxonomy_version", "doc_id"),
+    )
+
+
+@migrations()
+def runs_002_process(db: Database) -> None:
+    # runs.py: which process runs a run, so one whose process died shows as interrupted
+    db["runs"].add_column("pid", int)
+    db["runs"].add_column("host", str)
+    db["runs"].add_column("heartbeat_at", str)
