@@ -11,6 +11,7 @@ if [ -x .venv-ls/bin/python ] && .venv-ls/bin/python -c "import importlib.metada
   exit 0
 fi
 python3 -m venv .venv-ls
-.venv-ls/bin/pip install -q --upgrade pip
-.venv-ls/bin/pip install -q "label-studio==$version"
+# The versions CI passed with (constraints-label-studio.txt, rewritten by .ci/freeze-constraints).
+.venv-ls/bin/pip install -q -c constraints-label-studio.txt --upgrade pip
+.venv-ls/bin/pip install -q -c constraints-label-studio.txt "label-studio==$version"
 .venv-ls/bin/python -c "import importlib.metadata as m; print('Label Studio', m.version('label-studio'), 'in .venv-ls')"
