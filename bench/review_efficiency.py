@@ -1,15 +1,17 @@
 """How many reviewed documents the distilled tagger needs: ``tnt review sample`` vs random choice.
 
-Annotators are simulated by BANKING77's gold labels. Both arms start from the same 200 random
+Annotators are simulated by the corpus's gold labels (BANKING77 by default). Both arms start from the same 200 random
 documents; each round reviews 100 more, chosen by tnt's sampler (``tnt.review.choose_for_review``
 with the classifier's labels and margins, as ``tnt review sample`` does) or at random, then the tagger
 is retrained on every reviewed document and scored on the test split. The encoder is frozen, so
 texts are embedded once and each round retrains the head (what retraining embed-linear does).
 
-    .venv/bin/python bench/review_efficiency.py [--max-reviewed 4000] [--seeds 0]
+    .venv/bin/python bench/review_efficiency.py [--max-reviewed 4000] [--seeds 0 1 2]
+        [--corpora banking77 ...] [--arms random tnt]
 
-Prints documents reviewed until test accuracy first reaches 0.85 and 0.90 for both arms, and the
-ratio (goal: tnt ≤ 0.5 × random).
+A corpus is a folder ``data/<name>/`` with ``train.csv`` (the pool) and ``test.csv``, columns
+``text`` and ``category``. Prints, per corpus, documents reviewed until test accuracy first reaches
+0.85 and 0.90 for each arm, and the ratio (goal: tnt ≤ 0.5 × random).
 """
 
 from __future__ import annotations
@@ -24,22 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from tnt.cli.review import parse_mix
-from tnt.review.sampling import (
-    ReviewCandidate,
-    choose_for_review,
-    cluster_least_confident,
-    margins,
-)
+from tnt.review.sampling import ReviewCandidate, choose_for_review
+from tnt.review.uncertainty import cluster_least_confident, margins
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "banking77"
+DATA = Path(__file__).resolve().parents[1] / "data"
 CACHE = Path(os.environ.get("TNT_CACHE_DIR", Path.home() / ".cache" / "tnt")) / "bench"
 TARGETS = (0.85, 0.90)
 SEED_DOCS = 200
 ROUND = 100
 
 
-def read_split(name: str) -> tuple[list[str], np.ndarray]:
-    with (DATA / f"{name}.csv").open(encoding="utf-8") as rows:
+def read_split(corpus: str, name: str) -> tuple[list[str], np.ndarray]:
+    """``data/<corpus>/<name>.csv`` with columns ``text`` and ``category``."""
+    with (DATA / corpus / f"{name}.csv").open(encoding="utf-8") as rows:
         records = list(csv.DictReader(rows))
     return [r["text"] for r in records], np.array([r["category"] for r in records])
 
@@ -116,31 +115,44 @@ def run_arm(
         round_number += 1
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-reviewed", type=int, default=4000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--mix", default=None, help="tnt review sample's --mix (default: its default mix)")
-    args = parser.parse_args()
-    mix = parse_mix(args.mix) if args.mix else None
-
+def load_corpus(corpus: str) -> dict[str, np.ndarray]:
     started = time.perf_counter()
-    pool_texts, y_pool = read_split("train")
-    test_texts, y_test = read_split("test")
+    pool_texts, y_pool = read_split(corpus, "train")
+    test_texts, y_test = read_split(corpus, "test")
     data = {"x_pool": embed(pool_texts), "y_pool": y_pool, "x_test": embed(test_texts), "y_test": y_test}
-    print(f"embedded {len(pool_texts)} pool + {len(test_texts)} test texts in {time.perf_counter() - started:.0f} s")
+    print(f"{corpus}: embedded {len(pool_texts)} pool + {len(test_texts)} test texts in {time.perf_counter() - started:.0f} s")
+    return data
 
-    results = {arm: [run_arm(arm, data, args.max_reviewed, seed, mix) for seed in args.seeds] for arm in ("random", "tnt")}
-    print("\nDocuments reviewed until test accuracy first reaches the target "
-          f"(seed {SEED_DOCS} random + rounds of {ROUND}; mean over seeds {args.seeds}):")
-    print(f"{'target':>8} {'random':>8} {'tnt':>8} {'tnt/random':>11}")
+
+def print_ratios(corpus: str, results: dict[str, list[dict[float, int | None]]], seeds: list[int]) -> None:
+    print(f"\n{corpus}: documents reviewed until test accuracy first reaches the target "
+          f"(seed {SEED_DOCS} random + rounds of {ROUND}; mean over seeds {seeds}):")
+    print(f"{'target':>8} {'random':>8} {'tnt':>8} {'tnt/random':>11}  per seed (random / tnt)")
     for target in TARGETS:
         counts = {arm: [r[target] for r in runs] for arm, runs in results.items()}
         if any(c is None for cs in counts.values() for c in cs):
             print(f"{target:>8.2f} {'not reached within --max-reviewed':>30}: {counts}")
             continue
         mean = {arm: float(np.mean(cs)) for arm, cs in counts.items()}
-        print(f"{target:>8.2f} {mean['random']:>8.0f} {mean['tnt']:>8.0f} {mean['tnt'] / mean['random']:>11.2f}")
+        ratio = mean["tnt"] / mean["random"] if "random" in mean and "tnt" in mean else float("nan")
+        print(f"{target:>8.2f} {mean.get('random', float('nan')):>8.0f} {mean.get('tnt', float('nan')):>8.0f} {ratio:>11.2f}  {counts}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-reviewed", type=int, default=4000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--corpora", nargs="+", default=["banking77"], help="folders under data/ with train.csv and test.csv")
+    parser.add_argument("--arms", nargs="+", default=["random", "tnt"], choices=["random", "tnt"])
+    parser.add_argument("--mix", default=None, help="tnt review sample's --mix (default: its default mix)")
+    args = parser.parse_args()
+    mix = parse_mix(args.mix) if args.mix else None
+
+    started = time.perf_counter()
+    for corpus in args.corpora:
+        data = load_corpus(corpus)
+        results = {arm: [run_arm(arm, data, args.max_reviewed, seed, mix) for seed in args.seeds] for arm in args.arms}
+        print_ratios(corpus, results, args.seeds)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -196,7 +196,9 @@ class Backend:
             project = _require_project(body)
             deleted = payload.get("annotations", payload.get("annotation"))
             ids = [_annotation_id(item) for item in _as_list(deleted, "annotations")]
-            retracted = sum(retract_annotation(self.workspace(), project, annotation_id) for annotation_id in ids)
+            workspace = self.workspace()
+            with workspace.write():
+                retracted = sum(retract_annotation(workspace, project, annotation_id) for annotation_id in ids)
             return {"status": "ok", "retracted": retracted}
         if body.action in ANNOTATION_ACTIONS:
             return self._store_annotations(self.link(_require_project(body)), payload)
@@ -205,7 +207,9 @@ class Backend:
     def _store_annotations(self, link: ProjectLink, payload: dict[str, Any]) -> dict[str, Any]:
         tasks = {task.get("id"): task for task in _as_list(payload.get("task"), "task")}
         found = [(annotation, _doc_of(annotation, tasks)) for annotation in _as_list(payload.get("annotation"), "annotation")]
-        outcomes = Counter(store_annotation(self.workspace(), link, doc_id, annotation) for annotation, doc_id in found)
+        workspace = self.workspace()
+        with workspace.write():  # each compares with the stored label, then writes: no other writer between
+            outcomes = Counter(store_annotation(workspace, link, doc_id, annotation) for annotation, doc_id in found)
         training = self.retrainer.labels_added(link.taxonomy_version, outcomes["added"] + outcomes["updated"])
         return {"status": "ok", **outcomes, "training_started": training}
 

@@ -22,9 +22,12 @@ from tests.ls_server import (
     oracle,
     store_llm_labels,
 )
+from tests.migration_state import split_first_label
 from tnt.distill.store import latest_model
+from tnt.distill.train import gather_examples
 from tnt.distill.train import train as train_model
-from tnt.labels.store import LabelStore
+from tnt.labels.migrate import migrate_labels
+from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import LLMSettings
 from tnt.review.labelstudio import (
     WEBHOOK_SECRET_HEADER,
@@ -157,7 +160,7 @@ def test_a_config_whose_control_has_another_name_is_a_clear_error(workspace, cor
 
 
 def test_an_unlinked_project_is_named(workspace, corpus):
-    taxonomy, _, texts = corpus
+    taxonomy, _, _ = corpus
     response = make_client(workspace).post(
         "/setup", json={"project": "41.1700000000", "schema": label_config(taxonomy)}, headers=basic()
     )
@@ -261,10 +264,10 @@ def test_fifty_concurrent_predicts_all_succeed(workspace, corpus, source):
 
 
 def test_webhook_stores_updates_and_retracts_human_labels_at_once(workspace, corpus):
-    taxonomy, gold, _ = corpus
+    taxonomy, _, _ = corpus
     client = make_client(workspace, retrain_every=0)
     first, second = taxonomy.names[:2]
-    human = lambda: LabelStore(workspace).current(taxonomy.version, "human")  # noqa: E731
+    human = lambda: LabelStore(workspace).current(taxonomy.version, "human")
 
     def send(payload: dict) -> dict:
         response = client.post("/webhook", json=payload, headers={WEBHOOK_SECRET_HEADER: SECRET})
@@ -326,7 +329,7 @@ def test_tnt_serve_starts_the_backend_and_needs_its_secrets(workspace, corpus):
     port = free_port()
     env = {**os.environ, "TNT_BACKEND_PASSWORD": PASSWORD, "TNT_WEBHOOK_SECRET": SECRET}
     command = [str(Path(sys.executable).parent / "tnt"), "serve", "-w", str(workspace.directory), "--port", str(port)]
-    missing = subprocess.run(command, env={**env, "TNT_BACKEND_PASSWORD": ""}, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(command, check=False, env={**env, "TNT_BACKEND_PASSWORD": ""}, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "set TNT_BACKEND_PASSWORD" in missing.stderr
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -344,3 +347,44 @@ def test_tnt_serve_starts_the_backend_and_needs_its_secrets(workspace, corpus):
         process.terminate()
         output = process.communicate(timeout=20)[0].decode()
     assert PASSWORD not in output and SECRET not in output
+
+
+def test_a_refined_version_is_served_from_carried_llm_labels_until_its_model_exists(workspace, corpus):
+    """After ``tnt taxonomy migrate``, the new version's project gets the carried LLM labels under the
+    new version's model_version; ``tnt train`` learns the carried labels (people's included), and from
+    then on the new version's model answers, while the old project keeps its own."""
+    taxonomy, gold, texts = corpus
+    people = list(gold)[-5:]  # documents the LLM never labeled; people did, under v1
+    LabelStore(workspace).add(LabelRecord(d, "human", gold[d], taxonomy.version, origin=f"label-studio:{PROJECT}/{i}")
+                              for i, d in enumerate(people))  # fmt: skip
+    child = split_first_label(workspace, taxonomy)
+    migrate_labels(workspace, child.version)
+    ProjectLinks(workspace).save(ProjectLink(PROJECT + 1, "http://ls", "refined", child.version, False))
+    client = make_client(workspace)
+    old_schema = {"project": f"{PROJECT}.1", "schema": label_config(taxonomy)}
+    new_schema = {"project": f"{PROJECT + 1}.1", "schema": label_config(child)}
+    llm_version = f"tnt-v{child.version}/llm/local/smollm2"
+    assert client.post("/setup", json=new_schema, headers=basic()).json() == {"model_version": llm_version}
+
+    kept = ["d010", "d020", "d030"]  # labels the split left as they were
+    body = predict_body(child, kept, texts) | {"project": f"{PROJECT + 1}.1"}
+    results = client.post("/predict", json=body, headers=basic()).json()["results"]
+    assert [r["result"][0]["value"]["choices"] for r in results] == [[gold[d]] for d in kept]
+    assert {r["model_version"] for r in results} == {llm_version}
+
+    split = {d for d in gold if gold[d] == taxonomy.labels[0].name}
+    examples = gather_examples(workspace, child.version, "single").examples  # what `tnt train` learns
+    assert {d: (e.target, e.source) for d, e in examples.items()} == {
+        d: (gold[d], "human" if d in people else "llm") for d in gold if d not in split
+    }  # every carried label once, people's as people's
+    report = train_model(workspace, taxonomy_version=child.version, kind="hashing-linear")
+    assert report.metrics["n_train_human"] == len(people)
+    assert set(report.model.labels) == set(child.leaf_names[2:])  # the split's parts have no documents yet
+    model_version = f"tnt-v{child.version}/{report.model.id}"
+    assert client.post("/setup", json=new_schema, headers=basic()).json() == {"model_version": model_version}
+    results = client.post("/predict", json=body, headers=basic()).json()["results"]
+    assert {r["model_version"] for r in results} == {model_version}
+    assert all(r["result"][0]["value"]["choices"][0] in child.leaf_names for r in results)
+    assert client.post("/setup", json=old_schema, headers=basic()).json() == {
+        "model_version": f"tnt-v{taxonomy.version}/llm/local/smollm2"
+    }

@@ -22,7 +22,7 @@ from tnt.workspace import Workspace
 
 LLM_COMMANDS = {
     "tnt label", "tnt score quality", "tnt taxonomy generate", "tnt taxonomy refine", "tnt taxonomy evaluate",
-    "tnt ls push", "tnt serve", "tnt demo",
+    "tnt ls push", "tnt serve", "tnt demo", "tnt taxonomy discover",
 }  # fmt: skip
 HEAVY_LIBRARIES = ("sqlite_utils", "pandas", "numpy", "pydantic", "litellm", "httpx", "torch", "onnxruntime")
 

@@ -156,7 +156,9 @@ def test_train_evaluates_on_human_labels_and_reports_llm_agreement(workspace, tm
     report = train(workspace, version, kind="hashing-linear")
     m = report.metrics
     assert m["reference"] == "human"
-    assert m["n"] == 50 and m["n_train"] == len(rows) - 50 and m["n_train_human"] == 70
+    assert m["n"] == 50 and m["n_train"] == len(rows) and m["n_train_human"] == 120  # refit on every label
+    assert m["evaluation"] == {"method": "held-out", "share": round(50 / len(rows), 4), "n_fit": len(rows) - 50,
+                               "n_eval": 50, "refit_on": len(rows)}  # fmt: skip
     assert m["accuracy"] >= 0.75 and {"macro_f1", "kappa", "per_label"} <= set(m)
     llm = m["llm_vs_human"]
     assert llm["n"] == 120 and 0.7 < llm["accuracy"] < 0.9  # 20 % of LLM labels were replaced at random
@@ -168,6 +170,35 @@ def test_train_evaluates_on_human_labels_and_reports_llm_agreement(workspace, tm
     assert model.id == info.id and model.meta["taxonomy_version"] == version and model.meta["metrics"]["n"] == 50
     run = workspace.runs.get(m_run := model.meta["run_id"])
     assert run["kind"] == "train" and run["status"] == "completed" and run["stats"]["model"] == info.id and m_run
+
+
+def test_registered_model_is_refitted_on_every_label(workspace, tmp_path, banking77):
+    """Evaluated on the held-out share, but the model registered learned from all labels, held-out ones too."""
+    rows = banking_rows(banking77, 30)
+    version = fill_workspace(workspace, tmp_path, rows, n_human=0, llm_noise=0.0)
+    report = train(workspace, version, kind="hashing-linear")
+    assert report.metrics["reference"] == "llm-holdout" and report.metrics["evaluation"]["refit_on"] == len(rows)
+    texts, labels = zip(*rows)
+    on_all = DistilledClassifier("hashing-linear").fit(texts, labels)
+    without_held_out = DistilledClassifier("hashing-linear").fit(texts[: int(len(rows) * 0.8)], labels[: int(len(rows) * 0.8)])
+    registered = load_model(workspace, report.model.id)
+    probe = subset(banking77["test"])[0][:300]
+    assert list(registered.predict(probe)) == list(on_all.predict(probe))
+    assert not np.allclose(registered.predict_proba(probe), without_held_out.predict_proba(probe), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_embed_training_encodes_each_text_once(workspace, tmp_path, banking77, monkeypatch):
+    from tnt.distill.encoders import OnnxSentenceEncoder
+
+    rows = banking_rows(banking77, 20)
+    version = fill_workspace(workspace, tmp_path, rows, n_human=0, llm_noise=0.0)
+    encoded: list[int] = []
+    real_encode = OnnxSentenceEncoder.encode
+    monkeypatch.setattr(OnnxSentenceEncoder, "encode", lambda self, texts: encoded.append(len(texts)) or real_encode(self, texts))
+    report = train(workspace, version, kind="embed-linear", device="cpu")
+    assert sum(encoded) == len(rows)  # the held-out fit, the evaluation and the refit share one encoding
+    assert report.metrics["evaluation"]["refit_on"] == len(rows) and report.metrics["accuracy"] > 0.8
 
 
 def test_human_labels_override_llm_labels_in_training(workspace, tmp_path, banking77):

@@ -154,7 +154,7 @@ def test_static_prompt_is_byte_identical_and_the_document_comes_last(workspace, 
         assert all(name in singles[0][0]["content"] for name in label_choices(taxonomy))
 
 
-def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_nothing(
+def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_asks_only_the_failed_again(
     workspace, tmp_path, llm_server
 ):
     taxonomy, truth = setup_corpus(workspace, tmp_path, 60)
@@ -178,7 +178,7 @@ def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_not
     assert result.failed == len(issues)
     # never valid: recorded with the reason; others fail only where a fault hit their repair round too
     assert {id_of[text] for text in texts[0:4]} <= set(issues) and len(issues) <= 10
-    assert all(reason.startswith("invalid answer after one repair round") for reason in issues.values())
+    assert all(reason.startswith("attempt 1: invalid answer after one repair round") for reason in issues.values())
     why = [
         f"{NOT_A_LABEL!r} is not a label of the taxonomy",
         "Field required",
@@ -193,12 +193,16 @@ def test_with_faults_every_document_ends_labeled_or_failed_and_a_rerun_sends_not
     }
     assert {r["prompt_hash"] for r in rows} == {PromptLibrary().get("label").hash}
 
-    answered, attempts = server.count, server.http_requests
+    answered = server.count
     again = label_documents(workspace, taxonomy.version, ids, settings_for(server))
 
-    assert (server.count, server.http_requests, again.requests) == (answered, attempts, 0)
-    assert (again.skipped, again.labeled, again.failed) == (len(labeled), 0, len(issues))  # from the cache
-    assert rows_of_run(workspace, again.run_id) == []
+    relabeled = {row["doc_id"] for row in rows_of_run(workspace, again.run_id)}
+    still_failed = {issue["place"].removeprefix("document ") for issue in workspace.runs.issues(again.run_id)}
+    assert again.skipped == len(labeled) and relabeled | still_failed == set(issues)  # only the failed, asked again
+    assert {id_of[text] for text in texts[0:4]} <= still_failed and relabeled
+    assert {body["temperature"] for body in server.requests[answered:]} == {0.2}  # a second attempt, nudged
+    bodies = Counter(json.dumps(body, sort_keys=True) for body in server.requests)
+    assert bodies.most_common(1)[0][1] == 1, "an answered request was sent again"
 
 
 def test_batched_answers_are_checked_per_document_and_left_out_ones_labeled_alone(

@@ -120,4 +120,4 @@ def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path, llm_server, 
         assert bodies.most_common(1)[0][1] == 1, "a request the server answered was sent again"
         assert server.count == baseline.count  # nothing answered in vain either
         runs = [run["status"] for run in killed.runs.list("label")]
-        assert runs == ["running", "completed"]  # a SIGKILLed run cannot mark itself
+        assert runs == ["interrupted", "completed"]  # a SIGKILLed run cannot mark itself; its dead pid shows it

@@ -21,22 +21,20 @@ from tests.ls_server import (
     banking_workspace,
     label_studio_binary,
     oracle,
+    store_llm_labels,
 )
+from tests.migration_state import split_first_label
 from tnt.cli import app
 from tnt.distill.store import latest_model
 from tnt.labels.labeling import label_documents
+from tnt.labels.migrate import migrate_labels
 from tnt.labels.store import LabelStore
 from tnt.llm.gateway import LLMSettings
 from tnt.review.agreement import agreement
-from tnt.review.labelstudio import (
-    WEBHOOK_SECRET_HEADER,
-    client,
-    connect,
-    label_config,
-    pull,
-    push,
-)
+from tnt.review.labelstudio import WEBHOOK_SECRET_HEADER, label_config
+from tnt.review.labelstudio_sync import client, connect, pull, push
 from tnt.review.sampling import sample_for_review
+from tnt.status import workspace_status
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +48,8 @@ def label_studio(tmp_path_factory):
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"Label Studio is required ({REQUIRE_ENV} is set) but {binary} does not exist")
         pytest.skip(f"no Label Studio at {binary}: run .ci/label-studio.sh or set TNT_LABEL_STUDIO_BIN")
-    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"), binary).start()
+    # A fresh database's first start takes ~40 s alone, minutes on a busy machine.
+    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"), binary, start_timeout_s=1500).start()
     yield server
     server.stop()
 
@@ -155,3 +154,46 @@ def test_review_loop_through_a_real_label_studio(label_studio, workspace, tmp_pa
     assert extra.imported == 2 and extra.model_version == f"tnt-v{version}/{model.id}"
     new_tasks = [t for t in ls.tasks.list(project=project.id, fields="all") if t.data["tnt_doc_id"] in more]
     assert [[p.model_version for p in t.predictions] for t in new_tasks] == [[extra.model_version]] * 2
+
+
+def test_a_refined_versions_project_carries_peoples_labels_and_puts_split_ones_first(label_studio, workspace, tmp_path):
+    parent, gold, _ = banking_workspace(workspace, tmp_path, categories=3, per_category=6)
+    store_llm_labels(workspace, parent.version, gold)
+    ls = client(label_studio.url, label_studio.api_key)
+    reviewed = list(gold)[::2]
+    old = push(workspace, ls, reviewed, taxonomy_version=parent.version, predictions=False)
+    for task in ls.tasks.list(project=old.project_id, fields="task_only"):
+        ls.annotations.create(id=task.id, result=choices(gold[task.data["tnt_doc_id"]]))
+    assert pull(workspace, ls, old.project_id).added == len(reviewed) == 9
+
+    child = split_first_label(workspace, parent)
+    migrate_labels(workspace, child.version)
+    split = [d for d in reviewed if gold[d] == parent.labels[0].name]
+    carried = {d: gold[d] for d in reviewed if d not in split}
+    sample = sample_for_review(workspace, 6, taxonomy_version=child.version)
+    assert [p.doc_id for p in sample.picks if p.reason == "migration"] == split == [p.doc_id for p in sample.picks[:3]]
+
+    command = ["ls", "push", "-w", str(workspace.directory), "-t", str(child.version), "--no-predictions", "--url", label_studio.url]
+    env = {"LABEL_STUDIO_API_KEY": label_studio.api_key}
+    shown = CliRunner().invoke(app, command, env=env)
+    assert shown.exit_code == 0, shown.output
+    assert f"12 task(s) imported ({len(carried)} with a carried human label), 0 already there" in shown.output
+    assert "label-studio" not in {item.kind for item in workspace_status(workspace).stale}  # v2 has its project now
+    (project,) = [p for p in ls.projects.list() if p.title == f"tnt taxonomy v{child.version}"]
+    assert project.label_config == label_config(child)
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda task: task.id)
+    assert [t.data["tnt_doc_id"] for t in tasks[:3]] == split and {t.data["tnt_review_reason"] for t in tasks[:3]} == {"migration"}
+    annotated = {t.data["tnt_doc_id"]: t.annotations for t in tasks if t.annotations}
+    assert set(annotated) == set(carried) and all(t.data["tnt_review_reason"] == "carried" for t in tasks[6:])
+    assert {d: [a["result"][0]["value"]["choices"] for a in found] for d, found in annotated.items()} == {
+        d: [[label]] for d, label in carried.items()
+    }
+    assert all(not t.annotations for t in tasks[:6])  # split and sampled documents wait for people
+
+    again = CliRunner().invoke(app, command, env=env)
+    assert again.exit_code == 0 and "0 task(s) imported, 12 already there" in again.output
+    pulled = pull(workspace, ls, project.id)
+    assert (pulled.added, pulled.retracted) == (len(carried), 0)
+    human = LabelStore(workspace).current(child.version, "human")
+    assert {d: row["label"] for d, row in human.items()} == carried
+    assert agreement(workspace, child.version).human_vs_human is None  # the imported annotation is the same person

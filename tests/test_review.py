@@ -12,9 +12,11 @@ from sklearn.metrics import adjusted_mutual_info_score, cohen_kappa_score
 from typer.testing import CliRunner
 
 from tests.ls_server import banking_rows, banking_workspace, store_llm_labels
+from tests.migration_state import split_first_label
 from tnt.cli import app
 from tnt.distill.store import load_model
 from tnt.distill.train import train as train_model
+from tnt.labels.migrate import migrate_labels
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.review.agreement import agreement, compare_labels
 from tnt.review.sampling import (
@@ -71,7 +73,7 @@ def test_least_confident_spreads_over_clusters_of_similar_texts():
 def test_stratified_reaches_every_label_rare_ones_first():
     pool = [ReviewCandidate(f"c{i}", llm_label="common") for i in range(50)] + [ReviewCandidate("r0", llm_label="rare")]
     picks = choose_for_review(pool, 2, {"stratified": 1}, seed=3)
-    assert [p.doc_id for p in picks][0] == "r0" and picks[1].doc_id.startswith("c")
+    assert picks[0].doc_id == "r0" and picks[1].doc_id.startswith("c")
 
 
 def test_a_strategy_with_nothing_to_offer_hands_its_share_on_and_unknown_documents_come_last():
@@ -210,3 +212,59 @@ def test_agreement_with_a_reference_version_through_the_cli(workspace, tmp_path)
     assert itself.exit_code == 1 and "is the reference itself" in itself.output
     unlabeled = runner.invoke(app, ["review", "agreement", *w, "-t", str(reference), "--reference", str(version)])
     assert unlabeled.exit_code == 1 and f"taxonomy version {version} has no human labels" in unlabeled.output
+
+
+def migrated_workspace(workspace, tmp_path):
+    """v1 with LLM labels on every document and people's labels on every other one; v2 splits v1's
+    first label; the migration carried what it could."""
+    parent, gold, _ = banking_workspace(workspace, tmp_path, categories=3, per_category=6)
+    store_llm_labels(workspace, parent.version, gold)
+    reviewed = list(gold)[::2]
+    LabelStore(workspace).add(
+        LabelRecord(d, "human", gold[d], parent.version, origin=f"label-studio:1/{i}") for i, d in enumerate(reviewed)
+    )
+    child = split_first_label(workspace, parent)
+    migrate_labels(workspace, child.version)
+    return parent, child, gold, reviewed
+
+
+def test_documents_whose_human_label_was_split_come_first_in_the_next_review_sample(workspace, tmp_path):
+    parent, child, gold, reviewed = migrated_workspace(workspace, tmp_path)
+    split = [d for d in reviewed if gold[d] == parent.labels[0].name]
+    assert len(split) == 3
+    sample = sample_for_review(workspace, 8, taxonomy_version=child.version)
+    assert [p.doc_id for p in sample.picks[:3]] == split and len(sample.picks) == 8
+    assert all(p.reason == "migration" for p in sample.picks[:3])
+    assert sample.picks[0].detail == {"old_label": parent.labels[0].name, "offered": [label.name for label in child.labels[:2]]}
+    assert "migration" not in {p.reason for p in sample.picks[3:]}
+    assert not set(reviewed) - set(split) & {p.doc_id for p in sample.picks}  # carried labels need no review
+    # Neither sampled again nor once a person labeled them under the new version.
+    again = sample_for_review(workspace, 3, taxonomy_version=child.version)
+    assert "migration" not in {p.reason for p in again.picks}
+
+
+def test_a_split_document_a_person_already_relabeled_is_not_reviewed_again(workspace, tmp_path):
+    parent, child, gold, reviewed = migrated_workspace(workspace, tmp_path)
+    first, *rest = [d for d in reviewed if gold[d] == parent.labels[0].name]
+    LabelStore(workspace).add([LabelRecord(first, "human", child.labels[0].name, child.version, origin="label-studio:2/1")])
+    sample = sample_for_review(workspace, 5, taxonomy_version=child.version)
+    assert [p.doc_id for p in sample.picks if p.reason == "migration"] == rest
+    assert first not in {p.doc_id for p in sample.picks}
+
+
+def test_carried_human_labels_count_in_agreement_as_peoples_labels(workspace, tmp_path):
+    parent, child, gold, reviewed = migrated_workspace(workspace, tmp_path)
+    carried = [d for d in reviewed if gold[d] != parent.labels[0].name]
+    wrong = {d: next(n for n in child.leaf_names if n != gold[d]) for d in carried[:2]}  # the LLM disagrees twice
+    store_llm_labels(workspace, child.version, {d: wrong.get(d, gold[d]) for d in gold if gold[d] != parent.labels[0].name})
+    report = agreement(workspace, child.version)
+    assert report.llm_vs_human.documents == len(carried) == 6
+    assert report.llm_vs_human.accuracy == pytest.approx(4 / 6)
+    assert report.human_vs_human is None
+    # The carried label arriving in the new project as an annotation is the same person, not a second one.
+    LabelStore(workspace).add([LabelRecord(carried[0], "human", gold[carried[0]], child.version, origin="label-studio:2/9")])
+    assert agreement(workspace, child.version).human_vs_human is None
+    other = next(n for n in child.leaf_names if n != gold[carried[0]])
+    LabelStore(workspace).add([LabelRecord(carried[0], "human", other, child.version, origin="label-studio:2/10")])
+    second_person = agreement(workspace, child.version).human_vs_human
+    assert second_person.documents == 1 and second_person.accuracy == 0.0

@@ -91,3 +91,47 @@ def test_readers_are_not_blocked_by_a_long_write_transaction(tmp_path: Path):
         assert reader.db["documents"].count == 0
         writer.db.conn.commit()
         assert reader.db["documents"].count == 1
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 20, b"name,intent\nhello,greeting\n"], ids=["bytes", "csv"])
+@pytest.mark.parametrize("command", [["runs"], ["init"], ["ingest", "docs.jsonl"]])
+def test_a_tnt_db_that_is_not_a_database_is_one_clear_error_naming_it(tmp_path: Path, content, command):
+    from typer.testing import CliRunner
+
+    from tnt.cli import app
+
+    (tmp_path / DB_NAME).write_bytes(content)
+    (tmp_path / "docs.jsonl").write_text('{"text": "a document"}\n')
+    result = CliRunner().invoke(app, [*command, "-w", str(tmp_path)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"{tmp_path / DB_NAME} is not a usable tnt workspace database (file is not a database)" in result.output
+    assert "Traceback" not in result.output
+    assert (tmp_path / DB_NAME).read_bytes() == content
+
+
+def test_a_write_transaction_that_reads_first_is_not_failed_by_another_writer(tmp_path: Path):
+    """A deferred transaction (sqlite-utils' own) that reads, then sees another process commit, fails its
+    write at once; ``ws.write()`` holds the lock from its start, so the other writer waits instead."""
+    import sqlite3
+    import threading
+
+    def insert_from_another_connection(doc_id: str, done: threading.Event) -> None:
+        with Workspace.open(tmp_path / "ws") as other:
+            other.db["documents"].insert({"id": doc_id, "text": "from the other writer"})
+        done.set()
+
+    with Workspace.create(tmp_path / "ws") as ws:
+        with pytest.raises(sqlite3.OperationalError, match="locked"), ws.db.atomic():
+            ws.db.execute("select count(*) from documents").fetchall()
+            insert_from_another_connection("other-1", threading.Event())
+            ws.db["documents"].insert({"id": "mine-1", "text": "lost"})
+
+        done = threading.Event()
+        with ws.write() as db:
+            db.execute("select count(*) from documents").fetchall()
+            threading.Thread(target=insert_from_another_connection, args=("other-2", done)).start()
+            assert not done.wait(0.5)  # it waits for this transaction
+            db["documents"].insert({"id": "mine-2", "text": "kept"})
+        assert done.wait(30)
+        assert {row["id"] for row in ws.db["documents"].rows} == {"other-1", "mine-2", "other-2"}

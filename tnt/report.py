@@ -21,6 +21,7 @@ import numpy as np
 from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelStore
 from tnt.metrics import classification_metrics, confusion
+from tnt.pii import pii_counts, scanned_count
 from tnt.review.agreement import ReferenceAgreement, agreement_with_reference, default_reference
 from tnt.runs import WorkspaceError, utc_now
 from tnt.select import (
@@ -138,6 +139,7 @@ def _context(workspace: Workspace, options: ReportOptions) -> dict[str, Any]:
         "examples": _examples(scan, labels, shown, options.examples_per_label),
         "hidden_labels": hidden,
         "costs": _costs(workspace),
+        "pii": {"scanned": scanned_count(workspace), "counts": pii_counts(workspace)},
     }
 
 

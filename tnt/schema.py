@@ -241,3 +241,66 @@ def runs_002_process(db: Database) -> None:
     db["runs"].add_column("pid", int)
     db["runs"].add_column("host", str)
     db["runs"].add_column("heartbeat_at", str)
+
+
+@migrations()
+def audit_001_samples(db: Database) -> None:
+    # review/audit.py: the stratified samples of the tagged corpus that people check blind
+    db["audit_samples"].create(
+        {
+            "run_id": str,
+            "position": int,
+            "doc_id": str,
+            "taxonomy_version": int,
+            "model_id": str,
+            "predicted": str,
+        },
+        pk=("run_id", "position"),
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+
+
+@migrations()
+def llm_002_failed_attempts(db: Database) -> None:
+    # llm/stage.py: each failed attempt at a document, so a rerun asks again, up to --max-attempts
+    db["failed_attempts"].create(
+        {
+            "stage": str,  # label | score-quality
+            "scope": str,  # hash of what makes two runs ask the same way (model, prompt, taxonomy version)
+            "doc_id": str,
+            "attempt": int,  # 1, 2, ...
+            "outcome": str,  # invalid (answered, not validly) | error (no answer: retries ran out)
+            "reason": str,
+            "run_id": str,
+            "created_at": str,
+        },
+        pk=("stage", "scope", "doc_id", "attempt"),
+    )
+
+
+@migrations()
+def labels_003_migrated_from(db: Database) -> None:
+    # labels/migrate.py: a label carried to a new taxonomy version names the row it was carried from
+    db["labels"].add_column("migrated_from", int)
+    db["labels"].create_index(["migrated_from"])
+
+
+@migrations()
+def runs_003_resumes(db: Database) -> None:
+    # runs.py: the interrupted run (same kind and params) a run takes up again
+    db["runs"].add_column("resumes", str)
+
+
+@migrations()
+def pii_001_scans(db: Database) -> None:
+    # pii.py: the personal data each document holds, per entity type, as `tnt scan pii` found it
+    db["pii_scans"].create(
+        {
+            "doc_id": str,
+            "entities": str,  # JSON {entity type: occurrences}; {} when none
+            "detector": str,  # what found them (Presidio version, spaCy pipeline): another one rescans
+            "run_id": str,
+            "scanned_at": str,
+        },
+        pk="doc_id",
+    )

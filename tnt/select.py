@@ -9,7 +9,8 @@ feed the next, and the funnel is reported:
    Documents without a label are not eligible.
 2. **quality** — with ``min_quality``, documents scored below it, or not scored, are dropped. Scores
    are numeric labels without a taxonomy version (Ask-LLM's P(yes), or a distilled quality model),
-   optionally narrowed by origin prefix, chosen by the same source precedence.
+   optionally narrowed by origin prefix, chosen by the same source precedence. With ``drop_pii``,
+   documents that `tnt scan pii` found holding any of those entity types are dropped too.
 3. **dedup** — exact duplicates (same text after lower-casing and collapsing whitespace), then near
    duplicates (MinHash LSH over character 5-grams, estimated Jaccard ≥ threshold). The first copy in
    corpus order is kept.
@@ -41,10 +42,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from tnt.corpus.store import DocumentStore
 from tnt.labels.store import SOURCES, LabelStore
-from tnt.runs import WorkspaceError
+from tnt.pii import documents_with
+from tnt.runs import WorkspaceError, fingerprint
 from tnt.taxonomy.store import OTHER_LABEL, TaxonomyStore
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from tnt.workspace import Workspace
 
 DEFAULT_PRECEDENCE = ("human", "model", "llm")
@@ -68,6 +72,7 @@ class SelectionSpec(BaseModel):
     token_budget: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0)  # None: natural (1.0)
     min_quality: float | None = None
+    drop_pii: tuple[str, ...] = ()  # entity types (tnt scan pii): documents holding any are left out
     quality_origin: str | None = None  # origin prefix, e.g. "ask-llm"
     dedup: Literal["none", "exact", "near"] = "near"
     near_dup_threshold: float = Field(default=0.8, gt=0, le=1)
@@ -128,6 +133,7 @@ class Selection:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "selection": self.run_id,  # the run whose documents these are: an earlier one for an unchanged rerun
             "taxonomy_version": self.taxonomy_version,
             "funnel": self.funnel,
             "selected_docs": len(self.selected),
@@ -392,10 +398,13 @@ def select(
                 + (f" with origin {spec.quality_origin!r}*" if spec.quality_origin else "")
                 + "; score documents first (tnt score quality)"
             )
-        candidates, funnel, before = _eligible(workspace, spec, labels, quality, on_progress)
+        holding_pii = documents_with(workspace, spec.drop_pii) if spec.drop_pii else set()
+        candidates, funnel, before = _eligible(workspace, spec, labels, quality, holding_pii, on_progress)
         selected = sample(candidates, spec)
+        inputs = fingerprint(spec.model_dump(), candidates, selected)
+        held = workspace.runs.find_result("select", inputs)  # the same spec over the same eligible documents
         selection = Selection(
-            run_id=run.id,
+            run_id=held["id"] if held else run.id,
             taxonomy_version=taxonomy.version,
             selected=selected,
             funnel={**funnel, "selected": len(selected)},
@@ -407,10 +416,11 @@ def select(
         )
         if selection.shortfall:
             run.record_issue("select", selection.shortfall, "size" if spec.size is not None else "token_budget")
-        _record(workspace, selection)
+        if held is None:  # else that run recorded this very selection
+            _record(workspace, selection)
         if out_path is not None:
             write_selection(workspace, selected, out_path, out_format)
-        run.stats = selection.stats()
+        run.stats = selection.stats() | {"inputs": inputs} | ({"unchanged": f"selection {held['id']}"} if held else {})
     return selection
 
 
@@ -434,9 +444,10 @@ def _eligible(
     spec: SelectionSpec,
     labels: dict[str, dict[str, Any]],
     quality: dict[str, dict[str, Any]],
+    holding_pii: set[str],
     on_progress: Callable[[int], None] | None,
 ) -> tuple[list[EligibleDocument], dict[str, int], dict[str, dict[str, int]]]:
-    """One pass over the corpus: label, quality floor, token count and duplicate check per document."""
+    """One pass over the corpus: label, quality floor, PII, token count and duplicate check per document."""
     count_tokens = token_counter(spec.tokenizer)
     dedup = Deduplicator(spec.dedup == "near", spec.near_dup_threshold, spec.num_perm, spec.shingle_chars)
     funnel = Counter()
@@ -456,6 +467,8 @@ def _eligible(
                 passing.append((candidate, text))
         funnel["labelled"] += len(labelled)
         funnel["quality_ok"] += len(passing)
+        passing = [(candidate, text) for candidate, text in passing if candidate.doc_id not in holding_pii]
+        funnel["without_pii"] += len(passing)
         verdicts = dedup.check([text for _, text in passing]) if spec.dedup != "none" else [None] * len(passing)
         for (candidate, _), verdict in zip(passing, verdicts):
             if verdict is None:
@@ -465,7 +478,8 @@ def _eligible(
         if on_progress:
             on_progress(len(batch))
     funnel["unique"] = len(candidates)
-    order = ["documents", "labelled", "quality_ok", "exact_duplicates", "near_duplicates", "unique"]
+    order = ["documents", "labelled", "quality_ok", *(["without_pii"] if spec.drop_pii else []), "exact_duplicates"]
+    order += ["near_duplicates", "unique"]
     return candidates, {key: funnel[key] for key in order}, _distribution(before)
 
 
@@ -485,7 +499,7 @@ def _record(workspace: Workspace, selection: Selection) -> None:
         {"run_id": selection.run_id, "position": position, **asdict(candidate)}
         for position, candidate in enumerate(selection.selected)
     )
-    with workspace.db.conn:
+    with workspace.write():
         workspace.db["selections"].insert_all(rows, batch_size=BATCH_SIZE)
 
 
@@ -500,7 +514,7 @@ def load_selection(workspace: Workspace, run_id: str | None = None) -> tuple[dic
     run = workspace.runs.get(run_id)
     if run["kind"] != "select":
         raise SelectionError(f"run {run['id']} is a {run['kind']!r} run, not a selection")
-    rows = workspace.db["selections"].rows_where("run_id = ?", [run["id"]], order_by="position")
+    rows = workspace.db["selections"].rows_where("run_id = ?", [run["stats"].get("selection", run["id"])], order_by="position")
     fields = EligibleDocument.__dataclass_fields__
     return run, [EligibleDocument(**{k: row[k] for k in fields}) for row in rows]
 
@@ -526,15 +540,16 @@ def write_selection(workspace: Workspace, selected: list[EligibleDocument], path
         partial.write_text("".join(f"{c.doc_id}\n" for c in selected), encoding="utf-8")
     elif fmt == "jsonl":
         with partial.open("w", encoding="utf-8") as handle:
-            for record in _records_with_text(workspace, selected):
+            for record in selection_records(workspace, selected):
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
-        _write_parquet(partial, _records_with_text(workspace, selected))
+        write_parquet(partial, selection_records(workspace, selected), _selection_schema())
     partial.replace(path)
     return path
 
 
-def _records_with_text(workspace: Workspace, selected: list[EligibleDocument]) -> Iterator[dict[str, Any]]:
+def selection_records(workspace: Workspace, selected: list[EligibleDocument]) -> Iterator[dict[str, Any]]:
+    """The selected documents with their text, label, label source, quality and tokens, in order."""
     documents = DocumentStore(workspace).iter_batches(BATCH_SIZE, ids=[c.doc_id for c in selected])
     for candidate, document in zip(selected, (doc for batch in documents for doc in batch), strict=True):
         yield {
@@ -547,11 +562,10 @@ def _records_with_text(workspace: Workspace, selected: list[EligibleDocument]) -
         }
 
 
-def _write_parquet(path: Path, records: Iterator[dict[str, Any]]) -> None:
+def _selection_schema() -> pa.Schema:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    schema = pa.schema(
+    return pa.schema(
         [
             ("id", pa.string()),
             ("text", pa.string()),
@@ -561,11 +575,25 @@ def _write_parquet(path: Path, records: Iterator[dict[str, Any]]) -> None:
             ("tokens", pa.int64()),
         ]
     )
+
+
+def write_parquet(path: Path, records: Iterable[dict[str, Any]], schema: pa.Schema) -> None:
+    import pyarrow.parquet as pq
+
     with pq.ParquetWriter(path, schema) as writer:
-        batch: list[dict[str, Any]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == BATCH_SIZE:
-                writer.write_table(pa.Table.from_pylist(batch, schema))
-                batch = []
-        writer.write_table(pa.Table.from_pylist(batch, schema))
+        for batch in record_batches(records, schema):
+            writer.write_batch(batch)
+
+
+def record_batches(records: Iterable[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Records as Arrow batches of ``BATCH_SIZE``, so memory stays bounded by a batch. The last batch
+    may be empty: a file of no records still has its columns."""
+    import pyarrow as pa
+
+    batch: list[dict[str, Any]] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == BATCH_SIZE:
+            yield pa.RecordBatch.from_pylist(batch, schema=schema)
+            batch = []
+    yield pa.RecordBatch.from_pylist(batch, schema=schema)

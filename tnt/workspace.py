@@ -8,7 +8,9 @@ migrations; each pipeline stage owns its tables behind a store, reached from her
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 DB_NAME = "tnt.db"
 WORKSPACE_ENV = "TNT_WORKSPACE"
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another process's write lock
+WRITE_WAIT_S = 600.0  # how long a write transaction waits to begin, trying again after each timeout
 
 
 def default_workspace_dir() -> Path:
@@ -40,6 +44,49 @@ class Workspace:
     def __init__(self, directory: Path | str, db: Database):
         self.directory = Path(directory)
         self.db = db
+        self.on_resume: Callable[[dict[str, Any]], None] | None = None  # told of the run a new run resumes
+        self.last_run: Run | None = None  # the latest run started here (its stats say what it did)
+
+    @contextmanager
+    def write(self) -> Iterator[Database]:
+        """A write transaction that takes the write lock at its start (``BEGIN IMMEDIATE``), waiting for
+        other processes' writes, and commits at the end (rolls back on an exception). Inside another
+        one it is a savepoint of that one.
+
+        sqlite-utils' own transactions begin deferred: one that reads before it writes holds a snapshot
+        that another process's commit makes stale, and then fails with "database is locked" at once,
+        without waiting. Keep these transactions short: other processes wait while one is open.
+        """
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
+        self._begin_immediate()
+        try:
+            yield self.db
+        except BaseException:
+            self.db.rollback()
+            raise
+        try:
+            self.db.conn.execute("COMMIT")
+        except BaseException:
+            self.db.rollback()
+            raise
+
+    def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE; each try waits ``busy_timeout`` for the write lock, for WRITE_WAIT_S in all."""
+        deadline = time.monotonic() + WRITE_WAIT_S
+        while True:
+            try:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise WorkspaceError(
+                        f"{self.path}: another process has held the write lock for over {WRITE_WAIT_S:.0f} s"
+                    ) from exc
 
     @classmethod
     def create(cls, directory: Path | str | None = None) -> Workspace:
@@ -59,12 +106,23 @@ class Workspace:
 
     @classmethod
     def _connect(cls, directory: Path) -> Workspace:
-        db = Database(directory / DB_NAME)
-        db.execute("PRAGMA busy_timeout = 30000")
-        db.enable_wal()
-        db.execute("PRAGMA synchronous = NORMAL")
-        migrations.apply(db)
-        return cls(directory, db)
+        path = directory / DB_NAME
+        try:
+            db = Database(path)
+        except sqlite3.Error as exc:
+            raise WorkspaceError(f"cannot open {path}: {exc}") from exc
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.enable_wal()
+            db.execute("PRAGMA synchronous = NORMAL")
+            workspace = cls(directory, db)
+            if migrations.pending(db):
+                with workspace.write():  # processes opening an old workspace at once migrate it once
+                    migrations.apply(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise WorkspaceError(f"{path} is not a usable tnt workspace database ({exc}); move it away or restore it") from exc
+        return workspace
 
     @property
     def path(self) -> Path:
@@ -77,6 +135,8 @@ class Workspace:
         return path
 
     def close(self) -> None:
+        if "runs" in self.__dict__:
+            self.runs.stop_heartbeats()
         self.db.close()
 
     def __enter__(self) -> Workspace:
@@ -117,8 +177,11 @@ class Workspace:
 
     @contextmanager
     def run(self, kind: str, params: dict[str, Any] | None = None) -> Iterator[Run]:
-        """A run that is marked completed, or failed (with its stats so far) on an exception."""
-        run = self.runs.start(kind, params)
+        """A run that is marked completed, or failed (with its stats so far) on an exception. When the
+        latest run of the same kind and params was interrupted, this one resumes it: ``on_resume`` is told."""
+        run = self.last_run = self.runs.start(kind, params)
+        if run.resumes and self.on_resume:
+            self.on_resume(run.resumes)
         try:
             yield run
         except KeyboardInterrupt:

@@ -12,16 +12,21 @@ import typer
 from rich.table import Column, Table
 
 from tnt.cli import (
+    audit,
     demo,
+    discover,
+    export,
     ingest,
     label,
     logs,
     ls,
     report,
     review,
+    scan,
     score,
     select,
     serve,
+    status,
     tag,
     taxonomy,
     train,
@@ -52,11 +57,9 @@ def init(
     ] = None,
 ) -> None:
     """Create a workspace (a directory holding tnt.db)."""
-    from tnt.workspace import Workspace
-
     if directory is not None and ctx.get_parameter_source("workspace").name == "COMMANDLINE":
         fail(f"give the workspace directory once: {directory} or -w {workspace}, not both")
-    with Workspace.create(directory or workspace) as created:
+    with open_workspace(directory or workspace, create=True) as created:
         console.print(f"Workspace ready: {created.path}")
 
 
@@ -70,9 +73,9 @@ def runs(
         if issues:
             run_issues(ws, issues)
             return
-        table = Table("run", "kind", "status", "started", "stats")
+        table = Table("run", "kind", "status", "started", "resumes", "stats")
         for run in ws.runs.list():
-            table.add_row(run["id"], run["kind"], run["status"], run["started_at"], run["stats"])
+            table.add_row(run["id"], run["kind"], run["status"], run["started_at"], run["resumes"] or "", run["stats"])
         console.print(table)
 
 
@@ -107,19 +110,24 @@ def cost(
         console.print(table)
 
 
+app.command("status")(status.status)
 app.command("logs")(logs.logs)  # with init, runs and cost: the workspace's own commands come first
 # The stages, registered in pipeline order, which is the order `tnt --help` lists them.
 app.command("ingest")(ingest.ingest)
+app.add_typer(scan.app, name="scan")
+taxonomy.app.command("discover")(discover.discover)
 app.add_typer(taxonomy.app, name="taxonomy")
 app.command("label")(label.label)
 app.add_typer(score.app, name="score")
 app.add_typer(ls.app, name="ls")
 app.command("serve")(serve.serve)
 app.add_typer(review.app, name="review")
+app.add_typer(audit.app, name="audit")
 app.command("train")(train.train)
 app.command("models")(train.models)
 app.command("tag")(tag.tag)
 app.command("select")(select.select)
+app.add_typer(export.app, name="export")
 app.command("report")(report.report)
 app.command("demo")(demo.demo)
 

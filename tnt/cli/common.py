@@ -9,6 +9,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -44,6 +45,11 @@ DryRunOption = Annotated[
 ]
 
 
+class PiiMode(str, Enum):
+    mask = "mask"
+    off = "off"
+
+
 def _llm_option(name: str, kind: Any, default: Any, *flags: str, **option: Any) -> inspect.Parameter:
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, typer.Option(*flags, **option)]
@@ -67,6 +73,11 @@ LLM_OPTIONS: dict[str, inspect.Parameter] = {
     "max_concurrency": _llm_option("concurrency", int, 16, "--concurrency", min=1, help="Requests in flight at most."),
     "requests_per_minute": _llm_option("rpm", float | None, None, "--rpm", help="Requests per minute at most."),
     "tokens_per_minute": _llm_option("tpm", float | None, None, "--tpm", help="Tokens per minute at most."),
+    "pii": _llm_option(
+        "pii", PiiMode | None, None, "--pii", envvar="TNT_PII",
+        show_default="mask; off for local/…",
+        help="Personal data in document text (e-mails, phones, cards, IBANs, …): mask it before it is sent, or off.",
+    ),
 }  # fmt: skip
 
 
@@ -101,18 +112,34 @@ def fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def open_workspace(directory: Path) -> Iterator[Workspace]:
+def open_workspace(directory: Path, create: bool = False) -> Iterator[Workspace]:
+    """The workspace in ``directory`` (made first when ``create``); a WorkspaceError is a clean error."""
     from tnt.workspace import Workspace
 
     try:
-        workspace = Workspace.open(directory)
+        workspace = Workspace.create(directory) if create else Workspace.open(directory)
     except WorkspaceError as exc:
         fail(str(exc))
+    workspace.on_resume = announce_resumption
     with workspace:
         try:
             yield workspace
         except WorkspaceError as exc:
             fail(str(exc))
+
+
+def announce_resumption(interrupted: dict[str, Any]) -> None:
+    err_console.print(
+        f"resuming interrupted run {interrupted['id']} (started {interrupted['started_at']})", highlight=False
+    )
+
+
+def print_unchanged(ws: Workspace) -> bool:
+    """Say so when the command's run found its result already stored (a rerun with the same inputs)."""
+    held = ws.last_run.stats.get("unchanged") if ws.last_run else None
+    if held:
+        console.print(f"unchanged: {held} already holds this result; nothing new was stored", highlight=False)
+    return bool(held)
 
 
 def progress() -> Progress:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Column, Table
 
-from tnt.cli.common import console, llm_options
+from tnt.cli.common import console, llm_options, open_workspace
 
 if TYPE_CHECKING:
     from tnt.llm.gateway import LLMSettings
@@ -23,10 +23,9 @@ def demo(
 ) -> None:
     """Run ingest → taxonomy → labels → train → tag → select → report on a BANKING77 sample (offline: k-means clusters named by keywords; with a provider --model: TnT-LLM)."""
     from tnt.demo import run_demo, uses_llm
-    from tnt.workspace import Workspace
 
     started = time.perf_counter()
-    with Workspace.create(workspace) as ws:
+    with open_workspace(workspace, create=True) as ws:
         result = run_demo(ws, llm, on_step=lambda message: console.print(f"[bold cyan]•[/] {message}"))
     table = Table("what", Column("result", overflow="fold"), show_header=False)
     for name, value in result.figures.items():

@@ -18,8 +18,20 @@ from tnt.cli.common import (
     print_run_issues,
     progress,
 )
+from tnt.cli.label_budget import (
+    BudgetOption,
+    RoundsOption,
+    SeedShareOption,
+    Strategy,
+    StrategyOption,
+    announce_round,
+    plan_or_fail,
+    print_plan,
+    print_trained,
+)
 
 if TYPE_CHECKING:
+    from tnt.labels.pending import PendingSelection
     from tnt.llm.gateway import LLMSettings
     from tnt.llm.stage import DocumentProgress, StageResult
     from tnt.workspace import Workspace
@@ -32,8 +44,30 @@ IdsOption = Annotated[
     typer.Option("--ids", exists=True, dir_okay=False, help="A file of document ids, one per line."),
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Every document in the workspace.")]
+PendingOption = Annotated[
+    bool,
+    typer.Option(
+        "--pending",
+        help="The documents a taxonomy migration left pending (a split label's are offered only its parts);"
+        " the default when the version has some and no --sample, --ids or --all is given.",
+    ),
+]
 SeedOption = Annotated[
     int, typer.Option("--seed", help="Seed of --sample: the same seed, the same documents.")
+]
+MaxAttemptsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-attempts", min=1,
+        help="Attempts per document, across runs: a rerun asks failed documents again until this many failed.",
+    ),
+]  # fmt: skip
+RefreshOption = Annotated[
+    bool,
+    typer.Option(
+        "--refresh",
+        help="Ask the chosen documents again regardless of the cache; the new answers become current.",
+    ),
 ]
 PromptsOption = Annotated[
     Path | None,
@@ -60,6 +94,27 @@ def selected_ids(
         fail(str(exc))
 
 
+def chosen_documents(
+    ws: "Workspace", version: int | None, pending: bool, sample: int | None, ids: Path | None,
+    all_documents: bool, seed: int,
+) -> tuple[list[str], "PendingSelection | None"]:  # fmt: skip
+    """The documents to label: the pending ones (asked for, or by default when there are some and
+    nothing else was chosen), else exactly one of --sample, --ids, --all."""
+    explicit = sample is not None or ids is not None or all_documents
+    if pending and explicit:
+        fail("--pending is a selection of its own: drop --sample, --ids and --all")
+    if pending or not explicit:
+        from tnt.labels.pending import pending_selection
+
+        selection = pending_selection(ws, ws.taxonomies.get(version).version)
+        if pending or selection.open:
+            counts = ", ".join(f"{count:,} {reason}" for reason, count in selection.open_counts.items()) or "none"
+            default = "" if pending else " (--pending, the default while some are open: choose others with --sample, --ids or --all)"
+            console.print(f"Pending documents of taxonomy version {selection.taxonomy_version}: {counts}{default}")
+            return selection.doc_ids, selection
+    return selected_ids(ws, sample, ids, all_documents, seed), None
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator["DocumentProgress"]:
     """A progress callback drawing docs/s and the running cost."""
@@ -77,6 +132,8 @@ def progress_bar(description: str) -> Iterator["DocumentProgress"]:
 ESTIMATE_ROWS = {
     "documents": "documents selected",
     "skipped": "already done (skipped)",
+    "retried": "failed before, asked again",
+    "given_up": "out of attempts (not sent)",
     "requests": "requests to send",
     "cached": "requests answered from the cache",
     "prompt_tokens": "prompt tokens",
@@ -91,7 +148,30 @@ def print_estimate(estimate: dict[str, Any]) -> None:
     cost = estimate["cost"]
     table.add_row("cost", "unknown (no price for this model)" if cost is None else f"${cost:,.4f}")
     console.print(table)
-    console.print("Estimate only (first attempts, no repairs); nothing was sent.")
+    console.print("Estimate only (no repairs); nothing was sent.")
+
+
+def label_on_budget_command(
+    ws: "Workspace", taxonomy: int | None, doc_ids: list[str], llm: "LLMSettings", budget: int,
+    strategy: Strategy, seed_share: float, rounds: int, seed: int, dry_run: bool, options: dict[str, Any],
+) -> None:  # fmt: skip
+    """``tnt label --budget``: the plan, then (unless --dry-run) the rounds and the trained model."""
+    from tnt.active import label_on_budget
+
+    plan = plan_or_fail(budget, len(set(doc_ids)), strategy, seed_share, rounds)
+    print_plan(plan)
+    if dry_run:
+        console.print("Plan only; nothing was sent.")
+        return
+    with progress_bar("Labeling") as on_progress:
+        result = label_on_budget(
+            ws, taxonomy, doc_ids, budget, llm, strategy=plan.strategy, seed_share=seed_share, rounds=rounds,
+            seed=seed, on_progress=on_progress, on_round=announce_round, **options,
+        )  # fmt: skip
+    for labeled in result.rounds:
+        if labeled is not None:
+            print_result(ws, labeled, "label")
+    print_trained(result)
 
 
 def print_result(ws: "Workspace", result: "StageResult", counts_title: str) -> None:
@@ -106,11 +186,17 @@ def print_result(ws: "Workspace", result: "StageResult", counts_title: str) -> N
             table.add_row(name, f"{count:,}")
         console.print(table)
     print_run_issues(ws, result.run_id)
-    if result.failed:
+    healing = result.failed - result.out_of_attempts
+    if healing:
         console.print(
             f"The {result.failed:,} failures are kept with run {result.run_id}. Running the same command again"
-            " retries them (answers already received are replayed from the cache, so only a different model or"
-            " prompt changes an invalid answer)."
+            f" asks {healing:,} of them again (a new attempt, told why the last answer failed), up to"
+            " --max-attempts per document; valid answers already received come from the cache."
+        )
+    if result.out_of_attempts:
+        console.print(
+            f"{result.out_of_attempts:,} documents are out of attempts and are not asked again:"
+            " raise --max-attempts, choose them with --refresh, or try another model or prompt."
         )
 
 
@@ -123,6 +209,7 @@ def label(
     sample: SampleOption = None,
     ids: IdsOption = None,
     all_documents: AllOption = False,
+    pending: PendingOption = False,
     seed: SeedOption = 0,
     multi: Annotated[
         bool, typer.Option("--multi", help="Also give every further label that applies.")
@@ -134,13 +221,21 @@ def label(
         int, typer.Option("--batch-max-chars", min=1, help="Longer documents are labeled alone.")
     ] = 1000,
     prompts: PromptsOption = None,
+    max_attempts: MaxAttemptsOption = 3,
+    refresh: RefreshOption = False,
+    budget: BudgetOption = None,
+    strategy: StrategyOption = Strategy.uncertain,
+    seed_share: SeedShareOption = 0.1,
+    rounds: RoundsOption = 10,
     dry_run: DryRunOption = False,
     *,
     llm: "LLMSettings",
 ) -> None:
     """Label documents with a taxonomy version: a label, a one-sentence explanation and a confidence.
 
-    Running the same command again continues an interrupted run; answered requests are never paid twice.
+    Running the same command again continues an interrupted run and asks failed documents again;
+    answered requests are never paid twice. After `tnt taxonomy migrate`, it asks only about the
+    documents whose labels did not carry (--pending).
     """
     from tnt.labels.labeling import estimate_labeling, label_documents
     from tnt.llm.prompts import PromptLibrary
@@ -150,9 +245,17 @@ def label(
         "batch_size": batch_size,
         "batch_max_chars": batch_max_chars,
         "prompts": PromptLibrary(prompts),
+        "max_attempts": max_attempts,
+        "refresh": refresh,
     }
     with open_workspace(workspace) as ws:
-        doc_ids = selected_ids(ws, sample, ids, all_documents, seed)
+        all_documents = all_documents or (budget is not None and sample is None and ids is None and not pending)
+        doc_ids, selection = chosen_documents(ws, taxonomy, pending, sample, ids, all_documents, seed)
+        if selection is not None:
+            options["pending"] = selection
+        if budget is not None:
+            label_on_budget_command(ws, taxonomy, doc_ids, llm, budget, strategy, seed_share, rounds, seed, dry_run, options)
+            return
         try:
             if dry_run:
                 print_estimate(estimate_labeling(ws, taxonomy, doc_ids, llm, **options))

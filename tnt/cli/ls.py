@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Label Studio: project config, push a review sample, connect the backend, pull annotations.")
 
-TaxonomyOption = Annotated[Optional[int], typer.Option("--taxonomy", "-t", help="Taxonomy version (default: latest).")]
+TaxonomyOption = Annotated[int | None, typer.Option("--taxonomy", "-t", help="Taxonomy version (default: latest).")]
 MultiOption = Annotated[bool, typer.Option("--multi", help="Let annotators choose several labels.")]
 UrlOption = Annotated[
     str, typer.Option("--url", envvar="LABEL_STUDIO_URL", help="Label Studio's address.")
@@ -46,7 +46,8 @@ def label_studio(url: str) -> Iterator["LabelStudio"]:
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
-    from tnt.review.labelstudio import API_KEY_ENV, LabelStudioError, client
+    from tnt.review.labelstudio import API_KEY_ENV, LabelStudioError
+    from tnt.review.labelstudio_sync import client
 
     try:
         yield client(url, secret_from_env(API_KEY_ENV))
@@ -63,7 +64,7 @@ def config(
     workspace: WorkspaceOption,
     taxonomy: TaxonomyOption = None,
     multi: MultiOption = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the XML here instead of printing it.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the XML here instead of printing it.")] = None,
 ) -> None:
     """Print the label config (<Choices> or, for a two-level taxonomy, <Taxonomy>) for a taxonomy version."""
     from tnt.review.labelstudio import label_config
@@ -84,37 +85,44 @@ def push(
     workspace: WorkspaceOption,
     taxonomy: TaxonomyOption = None,
     ids: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--ids", exists=True, dir_okay=False, help="Document ids, one per line (default: the latest review sample)."),
     ] = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Project title (default: 'tnt taxonomy vN').")] = None,
-    project: Annotated[Optional[int], typer.Option("--project", "-p", help="Update this project instead of finding it by title.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Project title (default: 'tnt taxonomy vN').")] = None,
+    project: Annotated[int | None, typer.Option("--project", "-p", help="Update this project instead of finding it by title.")] = None,
     multi: MultiOption = False,
     predictions: Annotated[
         bool, typer.Option("--predictions/--no-predictions", help="Attach tnt's predictions (else the backend serves them).")
+    ] = True,
+    carried: Annotated[
+        bool,
+        typer.Option("--carried/--no-carried", help="Also import the documents whose human label a migration carried, annotated with it."),
     ] = True,
     url: UrlOption = DEFAULT_URL,
     *,
     llm: "LLMSettings",
 ) -> None:
-    """Create or update the project of a taxonomy version and import documents with tnt's predictions."""
-    from tnt.review.labelstudio import push as push_documents
+    """Create or update the project of a taxonomy version and import documents with tnt's predictions
+    (and people's carried labels as annotations)."""
+    from tnt.review.labelstudio_sync import push as push_documents
     from tnt.review.sampling import ReviewSamples
 
     with open_workspace(workspace) as ws, label_studio(url) as ls:
+        version = ws.taxonomies.get(taxonomy).version
         if ids:
             doc_ids = [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
             reasons = None
         else:
-            picks = ReviewSamples(ws).latest(taxonomy)
+            picks = ReviewSamples(ws).latest(version)
             doc_ids, reasons = [p.doc_id for p in picks], {p.doc_id: p.reason for p in picks}
         result = push_documents(
-            ws, ls, doc_ids, taxonomy_version=taxonomy, title=title, project_id=project, multi=multi,
-            settings=llm, reasons=reasons, predictions=predictions,
+            ws, ls, doc_ids, taxonomy_version=version, title=title, project_id=project, multi=multi,
+            settings=llm, reasons=reasons, predictions=predictions, carried=carried,
         )
     verb = "Created" if result.created else "Updated"
     console.print(
-        f"{verb} project {result.project_id}: {result.imported} task(s) imported, "
+        f"{verb} project {result.project_id}: {result.imported} task(s) imported"
+        f"{f' ({result.annotated} with a carried human label)' if result.annotated else ''}, "
         f"{result.already_there} already there; predictions from {result.model_version}"
     )
 
@@ -128,7 +136,7 @@ def connect(
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Attach the running `tnt serve` backend to a project (password and webhook secret from the environment)."""
-    from tnt.review.labelstudio import connect as connect_backend
+    from tnt.review.labelstudio_sync import connect as connect_backend
 
     password = secret_from_env(BACKEND_PASSWORD_ENV)
     secret = secret_from_env(WEBHOOK_SECRET_ENV)
@@ -143,7 +151,7 @@ def connect(
 @app.command()
 def pull(workspace: WorkspaceOption, project: ProjectOption, url: UrlOption = DEFAULT_URL) -> None:
     """Store the project's annotations as human labels (again: only what changed)."""
-    from tnt.review.labelstudio import pull as pull_annotations
+    from tnt.review.labelstudio_sync import pull as pull_annotations
 
     with open_workspace(workspace) as ws, label_studio(url) as ls:
         result = pull_annotations(ws, ls, project)

@@ -4,11 +4,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tnt.cli.common import DryRunOption, WorkspaceOption, fail, llm_options, open_workspace
+from tnt.cli.common import (
+    DryRunOption,
+    WorkspaceOption,
+    fail,
+    llm_options,
+    open_workspace,
+)
 from tnt.cli.label import (
     AllOption,
     IdsOption,
+    MaxAttemptsOption,
     PromptsOption,
+    RefreshOption,
     SampleOption,
     SeedOption,
     print_estimate,
@@ -37,6 +45,8 @@ def quality(
         str, typer.Option("--prompt", help="Scoring prompt: a template directory with a scoring.yaml.")
     ] = "ask_llm",
     prompts: PromptsOption = None,
+    max_attempts: MaxAttemptsOption = 3,
+    refresh: RefreshOption = False,
     dry_run: DryRunOption = False,
     *,
     llm: "LLMSettings",
@@ -49,17 +59,15 @@ def quality(
     from tnt.labels.quality import ScoringError, estimate_quality, score_quality
     from tnt.llm.prompts import PromptLibrary
 
-    library = PromptLibrary(prompts)
+    options = {"prompt": prompt, "prompts": PromptLibrary(prompts), "max_attempts": max_attempts, "refresh": refresh}
     with open_workspace(workspace) as ws:
         doc_ids = selected_ids(ws, sample, ids, all_documents, seed)
         try:
             if dry_run:
-                print_estimate(estimate_quality(ws, doc_ids, llm, prompt=prompt, prompts=library))
+                print_estimate(estimate_quality(ws, doc_ids, llm, **options))
                 return
             with progress_bar("Scoring") as on_progress:
-                result = score_quality(
-                    ws, doc_ids, llm, prompt=prompt, prompts=library, on_progress=on_progress
-                )
+                result = score_quality(ws, doc_ids, llm, on_progress=on_progress, **options)
         except (ScoringError, FileNotFoundError) as exc:
             fail(str(exc))
         print_result(ws, result, "method")

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Column, Table
 
-from tnt.cli.common import WorkspaceOption, console, fail, open_workspace, progress
+from tnt.cli.common import (
+    WorkspaceOption,
+    console,
+    fail,
+    open_workspace,
+    print_unchanged,
+    progress,
+)
 
 if TYPE_CHECKING:
     from tnt.select import Selection
@@ -58,6 +65,12 @@ def select(
         str | None,
         typer.Option("--quality-origin", help="Use quality scores whose origin starts with this (e.g. ask-llm)."),
     ] = None,
+    drop_pii: Annotated[
+        str | None,
+        typer.Option(
+            "--drop-pii", help="Leave out documents holding these entity types (comma-separated; needs tnt scan pii)."
+        ),
+    ] = None,
     dedup: Annotated[str, typer.Option("--dedup", help="none | exact | near (near also removes exact).")] = "near",
     near_threshold: Annotated[
         float,
@@ -91,6 +104,7 @@ def select(
             temperature=temperature,
             min_quality=min_quality,
             quality_origin=quality_origin,
+            drop_pii=tuple(t.strip().upper() for t in (drop_pii or "").split(",") if t.strip()),
             dedup=dedup,
             near_dup_threshold=near_threshold,
             tokenizer=tokenizer,
@@ -103,6 +117,7 @@ def select(
         task = bar.add_task("select", total=DocumentStore(ws).count(), cost="")
         selection = run_select(ws, spec, out, on_progress=lambda n: bar.advance(task, n))
     print_selection(selection)
+    print_unchanged(ws)
 
 
 def print_selection(selection: "Selection") -> None:

@@ -67,6 +67,8 @@ def tag(
     except (TagError, DistillError, IngestError, WorkspaceError) as exc:
         fail(str(exc))
     rate = f"Tagged {summary.documents:,} documents in {summary.seconds:.1f} s ({summary.docs_per_s:,.0f} docs/s)"
+    if summary.routes and summary.routes["encoder_share"] is not None:
+        rate += f", {summary.routes['encoder_share']:.1%} through the encoder tier"
     if summary.out_dir is None:
         console.print(f"{rate} → labels with source 'model'{''.join(f'; {note}' for note in summary.shards_skipped)}")
     else:

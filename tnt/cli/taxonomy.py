@@ -18,12 +18,15 @@ from tnt.cli.common import (
     llm_options,
     open_workspace,
     print_run_issues,
+    print_unchanged,
     progress,
 )
 
 if TYPE_CHECKING:
+    from tnt.labels.migrate import MigrationResult
     from tnt.llm.gateway import LLMSettings
     from tnt.taxonomy.store import Taxonomy
+    from tnt.workspace import Workspace
 
 app = typer.Typer(help="Generate, inspect, edit, refine and evaluate taxonomies.", no_args_is_help=True)
 
@@ -53,6 +56,7 @@ MinLabelsOption = Annotated[int, typer.Option("--min-labels", min=1, help="Fewes
 NameWordsOption = Annotated[int, typer.Option("--max-name-words", min=1, help="Longest label name, in words.")]
 DescriptionWordsOption = Annotated[int, typer.Option("--max-description-words", min=1, help="Longest description, in words.")]
 RetriesOption = Annotated[int, typer.Option("--retries", min=0, help="Guardrail retries, each 0.1 hotter.")]
+NoMigrateOption = Annotated[bool, typer.Option("--no-migrate", help="Do not carry the parent's labels to the new version now (`tnt taxonomy migrate` does it later).")]
 
 
 @contextmanager
@@ -159,6 +163,7 @@ def generate(
                 with reporter() as report:
                     outcome = cluster_taxonomy(ws, options, llm, report)
                 print_taxonomy(outcome.taxonomy)
+                print_unchanged(ws)
                 print_run_issues(ws, outcome.taxonomy.run_id)
                 for key in ("documents", "embed_and_kmeans_s", "naming_s", "ami_clusters", "ami_labels"):
                     if key in outcome.stats:
@@ -174,6 +179,7 @@ def generate(
         except (GuardrailFailure, ValueError) as exc:
             fail(str(exc))
         print_taxonomy(taxonomy)
+        print_unchanged(ws)
         print_run_issues(ws, taxonomy.run_id)
 
 
@@ -204,20 +210,23 @@ def diff(
     old: Annotated[int, typer.Argument(help="The older version.")],
     new: Annotated[int, typer.Argument(help="The newer version.")],
 ) -> None:
-    """What changed between two versions: labels added, removed, renamed and edited."""
+    """What changed between two versions: the label map (added, removed, renamed, merged, split) and edited descriptions."""
     from tnt.taxonomy.file import diff_taxonomies
+    from tnt.taxonomy.lineage import map_between
 
     with open_workspace(workspace) as ws:
-        store = ws.taxonomies
-        changes = diff_taxonomies(store.get(old), store.get(new))
+        before_table, after_table = ws.taxonomies.get(old), ws.taxonomies.get(new)
+    changes, label_map = diff_taxonomies(before_table, after_table), map_between(before_table, after_table)
     if changes.empty:
         console.print(f"versions {old} and {new} have the same labels")
-    for label in changes.added:
-        console.print(f"[green]+ {label.name}[/]: {label.description}", highlight=False)
-    for label in changes.removed:
-        console.print(f"[red]- {label.name}[/]: {label.description}", highlight=False)
-    for before, after in changes.renamed:
-        console.print(f"[yellow]~ {before} → {after}[/] (renamed)", highlight=False)
+    descriptions = {label.name: label.description for label in [*before_table.labels, *after_table.labels]}
+    for change in label_map.changes:
+        if change.kind == "added":
+            console.print(f"[green]+ {change.new[0]}[/]: {descriptions[change.new[0]]}", highlight=False)
+        elif change.kind == "removed":
+            console.print(f"[red]- {change.old[0]}[/]: {descriptions[change.old[0]]}", highlight=False)
+        elif change.kind in ("renamed", "merged", "split"):
+            console.print(f"[yellow]~ {', '.join(change.old)} → {', '.join(change.new)}[/] ({change.kind})", highlight=False)
     for name, attribute, before, after in changes.changed:
         console.print(f"[yellow]~ {name}[/] {attribute}: {before!r} → {after!r}", highlight=False)
 
@@ -245,8 +254,9 @@ def export(
 def import_(
     workspace: WorkspaceOption,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A YAML or JSON taxonomy file.")],
+    no_migrate: NoMigrateOption = False,
 ) -> None:
-    """Validate an edited taxonomy file and save it as a new version (its parent: the version it came from)."""
+    """Validate an edited taxonomy file and save it as a new version (its parent: the version it came from), then carry the parent's labels."""
     from tnt.taxonomy.file import TaxonomyFileError, import_taxonomy
 
     with open_workspace(workspace) as ws:
@@ -254,7 +264,43 @@ def import_(
             saved = import_taxonomy(ws, file)
         except TaxonomyFileError as exc:
             fail(str(exc))
-    print_taxonomy(saved)
+        print_taxonomy(saved)
+        if saved.parent is not None and not no_migrate:
+            carry_labels(ws, saved.version)
+
+
+@app.command()
+def migrate(
+    workspace: WorkspaceOption,
+    version: Annotated[int | None, typer.Argument(help="Version to carry labels to (default: the latest).")] = None,
+) -> None:
+    """Carry the parent version's labels whose meaning survives (unchanged, reworded, renamed, merged) to a version; record the rest as pending for `tnt label --pending`."""
+    with open_workspace(workspace) as ws:
+        carry_labels(ws, ws.taxonomies.get(version).version)
+
+
+def carry_labels(ws: "Workspace", version: int) -> None:
+    from tnt.labels.migrate import migrate_labels
+
+    try:
+        result = migrate_labels(ws, version)
+    except ValueError as exc:
+        fail(str(exc))
+    print_migration(result)
+
+
+def print_migration(result: "MigrationResult") -> None:
+    arrow = f"v{result.parent} → v{result.version}"
+    if result.changed_nothing:
+        console.print(f"Labels {arrow}: nothing new to carry ({result.already_carried:,} carried before).")
+        return
+    table = Table("change", "llm", "human", "model", title=f"Labels carried {arrow} (no LLM calls)")
+    for kind, by_source in result.carried.items():
+        table.add_row(kind, *(f"{by_source.get(source, 0):,}" for source in ("llm", "human", "model")))
+    console.print(table)
+    if result.pending:
+        pending = ", ".join(f"{count:,} {reason}" for reason, count in result.pending.items())
+        console.print(f"Pending documents (asked by `tnt label --pending`): {pending}")
 
 
 @app.command()
@@ -267,10 +313,11 @@ def refine(
     max_labels: Annotated[int | None, typer.Option("--max-labels", min=1, help="Most labels (default: as the version was made, or its size + 2).")] = None,
     retries: RetriesOption = 5,
     prompts: PromptsOption = None,
+    no_migrate: NoMigrateOption = False,
     *,
     llm: "LLMSettings",
 ) -> None:
-    """An LLM revision of a version, guided by feedback and by labels people corrected (moved to Other or swapped)."""
+    """An LLM revision of a version, guided by feedback and by labels people corrected (moved to Other or swapped); the labels whose meaning survives are carried."""
     from tnt.taxonomy.pipeline import limits_for, refine_taxonomy
     from tnt.taxonomy.proposer import GuardrailFailure
 
@@ -286,6 +333,8 @@ def refine(
             fail(str(exc))
         print_taxonomy(taxonomy)
         print_run_issues(ws, taxonomy.run_id)
+        if not no_migrate:
+            carry_labels(ws, taxonomy.version)
 
 
 @app.command()

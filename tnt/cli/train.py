@@ -6,7 +6,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tnt.cli.common import WorkspaceOption, console, fail, open_workspace
+from tnt.cli.common import (
+    WorkspaceOption,
+    console,
+    fail,
+    open_workspace,
+    print_unchanged,
+)
 
 LABELS_SHOWN = 10
 
@@ -15,6 +21,14 @@ class Kind(str, Enum):
     embed_linear = "embed-linear"
     embed_mlp = "embed-mlp"
     hashing_linear = "hashing-linear"
+    cascade = "cascade"
+    embed_finetune = "embed-finetune"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 class Target(str, Enum):
@@ -27,7 +41,14 @@ def train(
     taxonomy: Annotated[
         int | None, typer.Option("--taxonomy", help="Taxonomy version whose labels to learn; default: the latest.")
     ] = None,
-    kind: Annotated[Kind, typer.Option("--kind", help="Encoder + head.")] = Kind.embed_linear,
+    kind: Annotated[
+        Kind,
+        typer.Option(
+            "--kind",
+            help="Encoder + head; cascade: hashing-linear first, embed-linear for its unsure documents; "
+            "embed-finetune: MiniLM fine-tuned on the labels.",
+        ),
+    ] = Kind.embed_linear,
     multi: Annotated[bool, typer.Option("--multi", help="Multi-label (one-vs-rest) instead of one label per document.")] = False,
     target: Annotated[
         Target, typer.Option("--target", help="label: taxonomy labels; quality: regress numeric quality scores.")
@@ -40,6 +61,7 @@ def train(
         int, typer.Option("--min-human-eval", help="Evaluate on human labels when at least this many documents have one.")
     ] = 50,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the evaluation split and the MLP.")] = 0,
+    device: Annotated[Device, typer.Option("--device", help="auto: CUDA when present, else CPU (int8 ONNX).")] = Device.auto,
 ) -> None:
     """Train a classifier on LLM labels (human labels override them), evaluate it and register it."""
     from tnt.distill.heads import DistillError
@@ -51,9 +73,12 @@ def train(
                 report = train_model(
                     ws, taxonomy, kind=kind.value, multi_label=multi, target=target.value, encoder=encoder,
                     human_weight=human_weight, min_human_eval=min_human_eval, seed=seed,
+                    device=None if device is Device.auto else device.value,
                 )  # fmt: skip
         except DistillError as exc:
             fail(str(exc))
+        if print_unchanged(ws):
+            return
     print_metrics(report.model.id, str(report.model.path), report.metrics)
 
 
@@ -63,6 +88,13 @@ def print_metrics(model_id: str, path: str, metrics: dict[str, Any]) -> None:
     console.print(f"Model [bold]{model_id}[/] saved in {path}")
     console.print(f"trained on {metrics['n_train']:,} documents ({metrics['n_train_human']:,} human-labeled); "
                   f"evaluated on {metrics['n']:,} documents against {reference}")  # fmt: skip
+    evaluation = metrics.get("evaluation")
+    if evaluation:
+        console.print(f"(the model evaluated learned from the other {evaluation['n_fit']:,}; the model saved was "
+                      f"then refitted on all {evaluation['refit_on']:,})")  # fmt: skip
+    routes = metrics.get("routes")
+    if routes:
+        console.print(f"cascade: {routes['encoder_share']:.1%} of the evaluated documents went through the encoder tier")
     table = Table("measure", "model", "LLM vs human", title="Evaluation")
     llm = metrics.get("llm_vs_human") or {}
     for name in ("accuracy", "macro_f1", "micro_f1", "kappa", "mae", "rmse", "spearman", "r2"):

@@ -100,6 +100,14 @@ class DocumentStore:
             raise WorkspaceError(f"{len(missing)} unknown document id(s): {shown}")
         return [Document(doc_id, found[doc_id]) for doc_id in ids]
 
+    def meta(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """Each document's metadata as ingested: JSON text of its row's other scalar fields, or None."""
+        found: dict[str, str | None] = {}
+        for chunk in chunks(unique(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(self.db.execute(f"select id, meta from documents where id in ({marks})", chunk).fetchall())
+        return found
+
     def sample(self, n: int, seed: int = 0) -> list[Document]:
         """``n`` documents chosen by a seeded hash of their ids: the same seed gives the same sample, and
         importing more documents keeps earlier members unless a new document ranks before them."""

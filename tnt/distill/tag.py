@@ -43,7 +43,7 @@ from tnt.corpus.readers import (
     resolve_sources,
     to_read_row,
 )  # fmt: skip
-from tnt.distill.model import TextModel
+from tnt.distill.model import CascadeClassifier, TextModel
 from tnt.labels.store import LabelRecord, LabelStore
 
 if TYPE_CHECKING:
@@ -66,6 +66,14 @@ class TagSummary:
     shards_skipped: list[str] = field(default_factory=list)  # complete from an earlier run
     seconds: float = 0.0
     out_dir: str | None = None
+    routes: dict[str, Any] | None = None  # a cascade's documents per path: cheap tier, encoder tier
+
+    def count_routes(self, model: TextModel, before: dict[str, int] | None = None) -> None:
+        """The documents of this run that took each path of a cascade (``before``: its counts at the start)."""
+        if isinstance(model, CascadeClassifier):
+            counts = {path: model.routes[path] - (before or {}).get(path, 0) for path in model.routes}
+            total = sum(counts.values())
+            self.routes = {**counts, "encoder_share": round(counts["encoder"] / total, 4) if total else None}
 
     @property
     def docs_per_s(self) -> float:
@@ -120,6 +128,7 @@ def tag_files(
     fields = Fields(text_field, id_field, None)
     summary = TagSummary(out_dir=str(out_dir))
     started = time.perf_counter()
+    routes_before = dict(model.routes) if isinstance(model, CascadeClassifier) else None
     for source in sources:
         target = out_dir / shard_name(source)
         if target.exists():
@@ -128,6 +137,7 @@ def tag_files(
         summary.documents += _tag_shard(model, source, fields, target, top_k, chunk_docs, on_progress)
         summary.shards_done.append(target.name)
     summary.seconds = time.perf_counter() - started
+    summary.count_routes(model, routes_before)
     return summary
 
 
@@ -256,7 +266,7 @@ def tag_corpus(
     todo = [doc_id for doc_id in DocumentStore(workspace).ids() if doc_id not in done]
     summary = TagSummary(shards_skipped=[f"{len(done)} documents already tagged"] if done else [])
     started = time.perf_counter()
-    with workspace.run("tag", {"model": info.id, "documents": len(todo)}) as run:
+    with workspace.run("tag", {"model": info.id}) as run:  # the same params after an interruption: it resumes
         for batch in DocumentStore(workspace).iter_batches(chunk_docs, ids=todo):  # SQLite: this thread only
             predictions = model.tag([doc.text for doc in batch])
             LabelStore(workspace).add(
@@ -270,7 +280,9 @@ def tag_corpus(
             if on_progress:
                 on_progress(len(batch))
         summary.seconds = time.perf_counter() - started
-        run.stats = {"model": info.id, "documents": summary.documents, "docs_per_s": round(summary.docs_per_s, 1)}
+        summary.count_routes(model)  # loaded for this run: every count is this run's
+        run.stats = {"model": info.id, "documents": summary.documents, "docs_per_s": round(summary.docs_per_s, 1),
+                     **({"routes": summary.routes} if summary.routes else {})}  # fmt: skip
     return summary
 
 

@@ -5,16 +5,18 @@ others."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tnt.distill.heads import DistillError
-from tnt.distill.model import DistilledClassifier, DistilledRegressor, TextModel
+from tnt.distill.model import CascadeClassifier, TextModel, new_model
 from tnt.distill.store import ModelInfo, ModelStore
 from tnt.labels.store import LabelStore
 from tnt.metrics import classification_metrics, multilabel_metrics, regression_metrics
+from tnt.runs import fingerprint
 
 if TYPE_CHECKING:
     from tnt.workspace import Workspace
@@ -37,8 +39,9 @@ HUMAN_EVAL_SHARE = 0.3  # else this share of them (at least MIN_HUMAN_EVAL) is h
 LLM_HOLDOUT = 0.2
 
 
-def evaluate(model: TextModel, texts: Sequence[str], y_true: Sequence[Any]) -> dict[str, Any]:
-    predicted = model.predict(texts)
+def evaluate(model: TextModel, texts: Sequence[str], y_true: Sequence[Any], features: Any | None = None) -> dict[str, Any]:
+    """``features``: the texts' rows of ``model.reusable_features``, when already computed."""
+    predicted = model.predict(texts, features)
     if model.task == "score":
         return regression_metrics(y_true, predicted)
     if model.task == "multi":
@@ -153,26 +156,70 @@ def train(
                 f"only {len(data.examples)} labeled documents for {'quality scores' if task == 'score' else f'taxonomy version {version}'}; "
                 "label more first (`tnt label`, `tnt score`, or human labels)"
             )
+        inputs = training_fingerprint({**params, "score_origin": score_origin}, data)
+        held = model_trained_on(workspace, inputs)
+        if held is not None:  # the same labels, texts and parameters: that model is this run's result
+            run.stats = {"model": held.id, "unchanged": f"model {held.id}"}
+            return TrainReport(held, held.metrics)
         train_ids, eval_ids, reference = split_for_evaluation(data.examples, min_human_eval, seed)
-        texts = _texts(workspace, train_ids + eval_ids)
-        model: TextModel
-        options = {"encoder": encoder, "device": device, "seed": seed}
-        model = DistilledRegressor(kind, **options) if task == "score" else DistilledClassifier(kind, multi_label, **options)
-        weights = [human_weight if data.examples[d].source == "human" else 1.0 for d in train_ids]
-        model.fit([texts[d] for d in train_ids], [data.examples[d].target for d in train_ids], weights)
+        model, evaluation = fit_evaluate_refit(workspace, data, train_ids, eval_ids, human_weight, kind, task, encoder, device, seed)
         metrics = {
             "reference": reference,
-            "n_train": len(train_ids),
-            "n_train_human": sum(data.examples[d].source == "human" for d in train_ids),
-            **evaluate(model, [texts[d] for d in eval_ids], [data.examples[d].target for d in eval_ids]),
+            "n_train": len(data.examples),
+            "n_train_human": sum(e.source == "human" for e in data.examples.values()),
+            **evaluation,
             "llm_vs_human": _llm_vs_human(task, data) if data.llm_on_human else None,
             "encoder_runtime": getattr(model.encoder, "runtime", None),
+            "inputs": inputs,
         }
         _record_unseen_labels(run, workspace, version, model)
         info = ModelStore(workspace).add(model, version, target, metrics, run.id)
-        run.stats = {"model": info.id, "reference": reference, "n_train": len(train_ids), "n_eval": metrics["n"],
+        run.stats = {"model": info.id, "reference": reference, "n_train": metrics["n_train"], "n_eval": metrics["n"],
                      **{k: metrics[k] for k in ("accuracy", "macro_f1", "kappa", "mae", "spearman") if k in metrics}}  # fmt: skip
     return TrainReport(info, metrics)
+
+
+def training_fingerprint(params: dict[str, Any], data: Examples) -> str:
+    """What a model is trained from: the parameters and every example (document, target, source).
+    Documents are immutable, so their ids stand for their texts."""
+    return fingerprint(params, sorted((e.doc_id, json.dumps(e.target), e.source) for e in data.examples.values()))
+
+
+def model_trained_on(workspace: Workspace, inputs: str) -> ModelInfo | None:
+    """The latest registered model (with its files) trained from exactly these inputs."""
+    found = [info for info in ModelStore(workspace).all() if info.metrics.get("inputs") == inputs]
+    return next((info for info in reversed(found) if info.path.exists()), None)
+
+
+def fit_evaluate_refit(
+    workspace: Workspace, data: Examples, train_ids: list[str], eval_ids: list[str], human_weight: float,
+    kind: str, task: str, encoder: str | None, device: str | None, seed: int,
+) -> tuple[TextModel, dict[str, Any]]:  # fmt: skip
+    """Fit without the held-out documents and evaluate on them, then refit on every label: the model
+    registered learns from all of them. Each text is encoded once; both fits reuse the embeddings."""
+    ids = train_ids + eval_ids
+    texts = _texts(workspace, ids)
+    all_texts = [texts[d] for d in ids]
+    targets = [data.examples[d].target for d in ids]
+    weights = [human_weight if data.examples[d].source == "human" else 1.0 for d in ids]
+    model = new_model(kind, task, encoder=encoder, device=device, seed=seed)
+    features = model.reusable_features(all_texts)
+    n_fit = len(train_ids)
+
+    def rows(part: slice) -> Any:
+        return None if features is None else features[part]
+
+    fit_part, eval_part = slice(0, n_fit), slice(n_fit, None)
+    model.fit(all_texts[fit_part], targets[fit_part], weights[fit_part], features=rows(fit_part))
+    metrics = evaluate(model, all_texts[eval_part], targets[eval_part], rows(eval_part))
+    if isinstance(model, CascadeClassifier):
+        metrics["routes"] = model.route_shares()  # on the held-out documents
+    share = round(len(eval_ids) / len(ids), 4)
+    metrics["evaluation"] = {"method": "held-out", "share": share, "n_fit": n_fit, "n_eval": len(eval_ids), "refit_on": len(ids)}
+    if features is None and (features := model.reusable_features(all_texts)) is not None:
+        metrics["evaluation"]["encoder_fitted_on"] = n_fit  # embed-finetune: fine-tuned once, then the head refitted on all
+    model.fit(all_texts, targets, weights, features=features)
+    return model, metrics
 
 
 def _texts(workspace: Workspace, doc_ids: list[str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -26,13 +26,21 @@ from pydantic import (
 
 from tnt.corpus.store import Document, DocumentStore, unique
 from tnt.labels.store import LabelRecord, LabelStore
-from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings
+from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings, Retry
 from tnt.llm.prompts import PromptLibrary
-from tnt.llm.stage import DocumentProgress, StageContext, StageResult, run_llm_stage
+from tnt.llm.stage import (
+    MAX_ATTEMPTS,
+    Attempts,
+    DocumentProgress,
+    StageContext,
+    StageResult,
+    run_llm_stage,
+)
 from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 from tnt.taxonomy.summarize import clip
 
 if TYPE_CHECKING:
+    from tnt.labels.pending import PendingSelection
     from tnt.workspace import Workspace
 
 LABEL_PROMPT = "label"
@@ -40,6 +48,16 @@ BATCH_PROMPT = "label_batch"
 MAX_OUTPUT_TOKENS_PER_DOC = 200  # a label, one sentence and a number take ~60; this stops a rambling model
 EXPECTED_OUTPUT_TOKENS_PER_DOC = 60  # label, one sentence, confidence: for --dry-run estimates
 DOCUMENT_PAGE = 512  # documents read from the corpus at a time
+
+
+@dataclass(frozen=True)
+class _TablePart:
+    """What a request offering some of the labels (or all) is built from."""
+
+    choices: list[str]
+    answer_schema: type[BaseModel]
+    batch_schema: type[BaseModel]
+    variables: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -114,28 +132,48 @@ class Labeler:
     """
 
     def __init__(
-        self, taxonomy: Taxonomy, prompts: PromptLibrary, multi: bool = False, max_doc_chars: int = 6000
-    ):
+        self, taxonomy: Taxonomy, prompts: PromptLibrary, multi: bool = False, max_doc_chars: int = 6000,
+        offered: Mapping[str, Sequence[str]] | None = None,
+    ):  # fmt: skip
+        """``offered``: documents to be offered only some labels (and Other), such as the parts of the
+        label they had before it was split; the others are offered the whole table."""
         self.taxonomy = taxonomy
         self.prompts = prompts
         self.multi = multi
         self.max_doc_chars = max_doc_chars
-        self.choices = label_choices(taxonomy)
-        self.answer_schema = create_model("DocumentLabel", **_answer_fields(self.choices, multi))
-        numbered = create_model(
-            "NumberedDocumentLabel",
-            id=(int, Field(description="The document's number.")),
-            **_answer_fields(self.choices, multi),
-        )
-        self.batch_schema = create_model("DocumentLabels", results=(list[numbered], ...))
-        other = next((label for label in taxonomy.labels if label.name == OTHER_LABEL), None)
-        self._variables = {
-            "use_case": taxonomy.use_case,
-            "labels": [label for label in taxonomy.leaves if label.name != OTHER_LABEL],
-            "other": OTHER_LABEL,
-            "other_description": other.description if other else "",
-            "multi": multi,
-        }
+        self.offered = {doc_id: tuple(names) for doc_id, names in (offered or {}).items()}
+        self._parts: dict[tuple[str, ...] | None, _TablePart] = {}
+        whole = self._part(None)
+        self.choices = whole.choices
+        self.answer_schema, self.batch_schema = whole.answer_schema, whole.batch_schema
+
+    def _part(self, names: tuple[str, ...] | None) -> _TablePart:
+        """The schemas and prompt variables offering ``names`` (None: every label), made once."""
+        if names not in self._parts:
+            leaves = [label for label in self.taxonomy.leaves if label.name != OTHER_LABEL]
+            if names is not None:
+                leaves = [label for label in leaves if label.name in names]
+            choices = [*(label.name for label in leaves), OTHER_LABEL]
+            numbered = create_model(
+                "NumberedDocumentLabel",
+                id=(int, Field(description="The document's number.")),
+                **_answer_fields(choices, self.multi),
+            )
+            other = next((label for label in self.taxonomy.labels if label.name == OTHER_LABEL), None)
+            variables = {
+                "use_case": self.taxonomy.use_case,
+                "labels": leaves,
+                "other": OTHER_LABEL,
+                "other_description": other.description if other else "",
+                "multi": self.multi,
+            }
+            self._parts[names] = _TablePart(
+                choices,
+                create_model("DocumentLabel", **_answer_fields(choices, self.multi)),
+                create_model("DocumentLabels", results=(list[numbered], ...)),
+                variables,
+            )
+        return self._parts[names]
 
     @property
     def origin(self) -> str:
@@ -149,14 +187,16 @@ class Labeler:
         return hashes
 
     def request(self, docs: Sequence[Document]) -> LabelRequest:
+        """One request; the documents of a batch are offered the same labels (see ``requests``)."""
+        part = self._part(self.offered.get(docs[0].id))
         if len(docs) == 1:
             prompt = self.prompts.get(LABEL_PROMPT)
-            messages = prompt.render(**self._variables, text=clip(docs[0].text, self.max_doc_chars))
-            return LabelRequest(tuple(docs), messages, self.answer_schema, prompt.hash)
+            messages = prompt.render(**part.variables, text=clip(docs[0].text, self.max_doc_chars))
+            return LabelRequest(tuple(docs), messages, part.answer_schema, prompt.hash)
         prompt = self.prompts.get(BATCH_PROMPT)
         texts = [clip(doc.text, self.max_doc_chars) for doc in docs]
         return LabelRequest(
-            tuple(docs), prompt.render(**self._variables, texts=texts), self.batch_schema, prompt.hash
+            tuple(docs), prompt.render(**part.variables, texts=texts), part.batch_schema, prompt.hash
         )
 
     def answers(
@@ -196,17 +236,18 @@ class Labeler:
     def requests(
         self, docs: Sequence[Document], batch_size: int, batch_max_chars: int
     ) -> Iterator[LabelRequest]:
-        """Short documents in groups of ``batch_size`` (in order), longer ones alone."""
-        group: list[Document] = []
+        """Short documents in groups of ``batch_size`` (in order, one group per set of labels offered),
+        longer ones alone."""
+        groups: dict[tuple[str, ...] | None, list[Document]] = {}
         for doc in docs:
             if batch_size > 1 and len(doc.text) <= batch_max_chars:
+                group = groups.setdefault(self.offered.get(doc.id), [])
                 group.append(doc)
                 if len(group) == batch_size:
-                    yield self.request(group)
-                    group = []
+                    yield self.request(groups.pop(self.offered.get(doc.id)))
             else:
                 yield self.request([doc])
-        if group:
+        for group in groups.values():
             yield self.request(group)
 
 
@@ -218,14 +259,20 @@ class _LabelingJob:
     context: StageContext
 
     async def handle(self, request: LabelRequest) -> None:
+        attempts = self.context.attempts
+        alone = request.docs[0].id if len(request.docs) == 1 else None
+        if alone is not None and attempts.exhausted(alone):
+            self.context.give_up(alone, "label")
+            return
         try:
             completion = await self.context.gateway.complete(
                 request.messages, request.schema, max_tokens=request.max_tokens, stage="label",
-                prompt=self.labeler.prompts.get(LABEL_PROMPT if len(request.docs) == 1 else BATCH_PROMPT),
+                prompt=self.labeler.prompts.get(LABEL_PROMPT if alone else BATCH_PROMPT),
+                retry=attempts.retry(alone) if alone else None, refresh=attempts.refresh,
             )
         except LLMFailure as exc:
-            if len(request.docs) == 1:
-                self.context.fail(request.docs[0].id, exc.reason, "label")
+            if alone is not None:
+                self.context.fail(alone, exc, "label")
             else:  # the batch as a whole failed: each document gets its own chance
                 await self.alone(request.docs)
             return
@@ -258,11 +305,18 @@ def _labeling_plan(
     multi: bool,
     batch_size: int,
     max_doc_chars: int,
+    refresh: bool = False,
+    pending: PendingSelection | None = None,
 ) -> tuple[Labeler, list[str], set[str]]:
-    """The labeler, the selected ids (deduplicated) and those already labeled the same way."""
+    """The labeler, the selected ids (deduplicated) and those already labeled the same way (none
+    when ``refresh``: every selected document is asked again). With ``pending``, documents the LLM
+    labeled since they became pending are done too, and a split label's documents are offered its parts."""
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
-    labeler = Labeler(taxonomy, prompts or PromptLibrary(), multi=multi, max_doc_chars=max_doc_chars)
+    offered = pending.offered if pending else None
+    labeler = Labeler(taxonomy, prompts or PromptLibrary(), multi=multi, max_doc_chars=max_doc_chars, offered=offered)
     selected = unique(doc_ids)
+    if refresh:
+        return labeler, selected, set()
     done = LabelStore(workspace).current_doc_ids(
         taxonomy.version,
         "llm",
@@ -270,7 +324,21 @@ def _labeling_plan(
         origin=labeler.origin,
         prompt_hashes=labeler.prompt_hashes(batch_size > 1),
     ) & set(selected)
-    return labeler, selected, done
+    return labeler, selected, done | (pending.answered & set(selected) if pending else set())
+
+
+def _attempts(
+    workspace: Workspace, labeler: Labeler, model: str, max_attempts: int, refresh: bool
+) -> Attempts:
+    """Failed attempts count per model, taxonomy version, origin and prompt: a failed document is
+    asked alone, with the single-document prompt."""
+    scope = {
+        "model": model,
+        "taxonomy_version": labeler.taxonomy.version,
+        "origin": labeler.origin,
+        "prompt_hash": labeler.prompts.get(LABEL_PROMPT).hash,
+    }
+    return Attempts(workspace, "label", scope, max_attempts, refresh)
 
 
 def _requests_to_send(
@@ -301,6 +369,9 @@ def label_documents(
     batch_max_chars: int = 1000,
     max_doc_chars: int = 6000,
     prompts: PromptLibrary | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    refresh: bool = False,
+    pending: PendingSelection | None = None,
     on_progress: DocumentProgress | None = None,
 ) -> StageResult:
     """Label documents with one taxonomy version (None: the latest) through the LLM.
@@ -308,12 +379,16 @@ def label_documents(
     Documents that already have a current LLM label for this version, model and prompt are skipped,
     so running the same call again continues where an interrupted one stopped. With ``batch_size`` > 1,
     documents of at most ``batch_max_chars`` characters share a request; one that the answer leaves
-    out is labeled alone. A document whose answer stays invalid after the repair round is recorded as
-    a run issue with the reason; no name outside the taxonomy (plus Other) is ever stored.
+    out is labeled alone. A document whose answer stays invalid after the repair round (or whose
+    request ran out of retries) is recorded as a run issue with the reason, and a rerun asks it again
+    (a ``Retry``), up to ``max_attempts`` in all; no name outside the taxonomy (plus Other) is ever
+    stored. ``refresh``: ask every selected document again, regardless of the cache; the new labels
+    become the current ones, the old stay in the history.
     """
     settings = settings or LLMSettings()
     labeler, selected, done = _labeling_plan(
-        workspace, taxonomy_version, doc_ids, settings.model, prompts, multi, batch_size, max_doc_chars
+        workspace, taxonomy_version, doc_ids, settings.model, prompts, multi, batch_size, max_doc_chars, refresh,
+        pending,
     )
     params = {
         "taxonomy_version": labeler.taxonomy.version,
@@ -322,11 +397,15 @@ def label_documents(
         "batch_size": batch_size,
         "documents": len(selected),
         "prompt_hashes": sorted(labeler.prompt_hashes(batch_size > 1)),
+        "max_attempts": max_attempts,
+        "refresh": refresh,
+        "pending": pending is not None,
     }
     return run_llm_stage(
         workspace, "label", params, settings, documents=len(selected), skipped=len(done),
         items=_requests_to_send(workspace, labeler, selected, set(done), batch_size, batch_max_chars),
         handler=lambda context: _LabelingJob(labeler, LabelStore(workspace), done, context).handle,
+        attempts=_attempts(workspace, labeler, settings.model, max_attempts, refresh),
         on_progress=on_progress,
     )  # fmt: skip
 
@@ -342,19 +421,49 @@ def estimate_labeling(
     batch_max_chars: int = 1000,
     max_doc_chars: int = 6000,
     prompts: PromptLibrary | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    refresh: bool = False,
+    pending: PendingSelection | None = None,
 ) -> dict[str, Any]:
-    """What ``label_documents`` would send and cost (first attempts, no repairs); nothing is sent."""
+    """What ``label_documents`` would send and cost (no repairs); nothing is sent. ``retried``:
+    documents that failed before and are asked again; ``given_up``: those out of attempts."""
     settings = settings or LLMSettings()
     labeler, selected, done = _labeling_plan(
-        workspace, taxonomy_version, doc_ids, settings.model, prompts, multi, batch_size, max_doc_chars
+        workspace, taxonomy_version, doc_ids, settings.model, prompts, multi, batch_size, max_doc_chars, refresh,
+        pending,
     )
     gateway = Gateway(workspace, settings, stage="label")
+    attempts = _attempts(workspace, labeler, settings.model, max_attempts, refresh)
     prepared = [
-        gateway.prepare(request.messages, request.schema, max_tokens=request.max_tokens)
+        sent
         for request in _requests_to_send(workspace, labeler, selected, done, batch_size, batch_max_chars)
+        for sent in _prepared(gateway, labeler, request, attempts, done)
     ]
-    estimate = gateway.estimate(prepared, EXPECTED_OUTPUT_TOKENS_PER_DOC * batch_size)
-    return {"documents": len(selected), "skipped": len(done), **estimate}
+    estimate = gateway.estimate(prepared, EXPECTED_OUTPUT_TOKENS_PER_DOC * batch_size, refresh=refresh)
+    plan = attempts.plan(doc_id for doc_id in selected if doc_id not in done)
+    return {"documents": len(selected), "skipped": len(done), **plan, **estimate}
+
+
+def _prepared(
+    gateway: Gateway, labeler: Labeler, request: LabelRequest, attempts: Attempts, done: set[str]
+) -> list[tuple[list[dict[str, str]], dict[str, Any]]]:
+    """What a run sends for a request, as ``_LabelingJob.handle`` would: a document out of attempts
+    nothing, one that failed before its retry; a batch itself, then its documents that failed before
+    alone (the batch's answer, from the cache, leaves them out again)."""
+    if len(request.docs) > 1:
+        again = [labeler.request([doc]) for doc in request.docs if doc.id in attempts.earlier and doc.id not in done]
+        return [_prepare(gateway, request, None)] + [
+            sent for alone in again for sent in _prepared(gateway, labeler, alone, attempts, done)
+        ]
+    doc_id = request.docs[0].id
+    return [] if attempts.exhausted(doc_id) else [_prepare(gateway, request, attempts.retry(doc_id))]
+
+
+def _prepare(
+    gateway: Gateway, request: LabelRequest, retry: Retry | None
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    messages, temperature = retry.apply(request.messages, 0.0) if retry else (request.messages, 0.0)
+    return gateway.prepare(messages, request.schema, temperature=temperature, max_tokens=request.max_tokens)
 
 
 

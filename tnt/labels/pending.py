@@ -56,7 +56,7 @@ class PendingLabels:
     def add(self, pending: Iterable[PendingLabel]) -> int:
         """Record documents as pending; one already recorded for the version is kept as it was."""
         rows = [item.to_row() for item in pending]
-        with self.db.conn:
+        with self.db.atomic():  # inside a caller's transaction: a savepoint of it
             before = self.db["pending_labels"].count
             self.db["pending_labels"].insert_all(rows, ignore=True, batch_size=1000)
             return self.db["pending_labels"].count - before
@@ -86,10 +86,44 @@ class PendingLabels:
 
     def counts(self, taxonomy_version: int, source: str = "llm") -> dict[str, int]:
         """Open pending documents per reason."""
-        counts: dict[str, int] = {}
-        for item in self.open(taxonomy_version, source):
-            counts[item.reason] = counts.get(item.reason, 0) + 1
-        return counts
+        return _per_reason(self.open(taxonomy_version, source))
+
+
+@dataclass
+class PendingSelection:
+    """What ``tnt label --pending`` asks about: every pending document of a version (the same
+    selection on every run, so a resumed run forms the same batches), the labels offered to those
+    of a split label, and those the LLM labeled since they became pending (done)."""
+
+    taxonomy_version: int
+    doc_ids: list[str]
+    offered: dict[str, list[str]]
+    answered: set[str]
+    open_counts: dict[str, int]  # reason → pending documents still to ask
+
+    @property
+    def open(self) -> int:
+        return sum(self.open_counts.values())
+
+
+def pending_selection(workspace: Workspace, taxonomy_version: int) -> PendingSelection:
+    store = PendingLabels(workspace)
+    every = store.all(taxonomy_version)
+    still_open = store.open(taxonomy_version, "llm")
+    return PendingSelection(
+        taxonomy_version,
+        [item.doc_id for item in every],
+        {item.doc_id: item.offered for item in every if item.offered is not None},
+        {item.doc_id for item in every} - {item.doc_id for item in still_open},
+        _per_reason(still_open),
+    )
+
+
+def _per_reason(items: Iterable[PendingLabel]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.reason] = counts.get(item.reason, 0) + 1
+    return counts
 
 
 def _from_row(row: dict[str, Any]) -> PendingLabel:

@@ -31,10 +31,18 @@ from tnt.llm.gateway import (
     Gateway,
     LLMFailure,
     LLMSettings,
+    Retry,
     offers_logprobs,
 )
 from tnt.llm.prompts import PromptLibrary
-from tnt.llm.stage import DocumentProgress, StageContext, StageResult, run_llm_stage
+from tnt.llm.stage import (
+    MAX_ATTEMPTS,
+    Attempts,
+    DocumentProgress,
+    StageContext,
+    StageResult,
+    run_llm_stage,
+)
 from tnt.taxonomy.summarize import clip
 
 if TYPE_CHECKING:
@@ -151,13 +159,19 @@ class QualityScorer:
     def logprob_request(self, doc: Document) -> tuple[list[dict[str, str]], dict[str, Any]]:
         return self.messages(doc, verbalised=False), {"max_tokens": 1, "top_logprobs": TOP_LOGPROBS}
 
-    async def score(self, gateway: Gateway, doc: Document) -> tuple[Score, list[Completion]]:
-        """The score and the completions it took (for the running cost)."""
+    async def score(
+        self, gateway: Gateway, doc: Document, retry: Retry | None = None, refresh: bool = False
+    ) -> tuple[Score, list[Completion]]:
+        """The score and the completions it took (for the running cost). ``retry`` applies to the
+        verbalised question only: the log-probability request has no answer to be invalid, so after a
+        failure without an answer the same request is simply asked again."""
         completions = []
         reason = "the backend returns no log-probabilities"
         if self.backend_has_logprobs is not False:
             messages, params = self.logprob_request(doc)
-            completion = await gateway.complete(messages, stage="quality", prompt=self.prompt, **params)
+            completion = await gateway.complete(
+                messages, stage="quality", prompt=self.prompt, refresh=refresh, **params
+            )
             completions.append(completion)
             if self.backend_has_logprobs is None:  # the first answer decides for the rest of the run
                 self.backend_has_logprobs = bool(completion.top_logprobs)
@@ -173,6 +187,8 @@ class QualityScorer:
             max_tokens=VERBALISED_MAX_TOKENS,
             stage="quality",
             prompt=self.prompt,
+            retry=retry,
+            refresh=refresh,
         )
         completions.append(completion)
         return Score(completion.parsed.score, "verbalised", f"verbalised ({reason})"), completions
@@ -204,10 +220,16 @@ class _ScoringJob:
 
     async def handle(self, doc: Document) -> None:
         context = self.context
+        attempts = context.attempts
+        if attempts.exhausted(doc.id):
+            context.give_up(doc.id, "score")
+            return
         try:
-            score, completions = await self.scorer.score(context.gateway, doc)
+            score, completions = await self.scorer.score(
+                context.gateway, doc, attempts.retry(doc.id), attempts.refresh
+            )
         except LLMFailure as exc:
-            context.fail(doc.id, exc.reason, "score")
+            context.fail(doc.id, exc, "score")
             return
         self.store.add([self.scorer.record(doc.id, score, context.run.id, context.gateway.model)])
         context.done([score.method], _total_cost(completions))
@@ -225,9 +247,12 @@ def _scoring_plan(
     prompts: PromptLibrary | None,
     prompt: str,
     max_doc_chars: int,
+    refresh: bool = False,
 ) -> tuple[QualityScorer, list[str], set[str]]:
     scorer = QualityScorer(prompts or PromptLibrary(), settings, prompt, max_doc_chars)
     selected = unique(doc_ids)
+    if refresh:
+        return scorer, selected, set()
     done = LabelStore(workspace).current_doc_ids(
         None,
         "llm",
@@ -237,6 +262,13 @@ def _scoring_plan(
         origins_like=f"{scorer.origin_prefix}:%",
     ) & set(selected)
     return scorer, selected, done
+
+
+def _attempts(
+    workspace: Workspace, scorer: QualityScorer, model: str, max_attempts: int, refresh: bool
+) -> Attempts:
+    scope = {"model": model, "origin": scorer.origin}
+    return Attempts(workspace, "score-quality", scope, max_attempts, refresh)
 
 
 def _pending_documents(workspace: Workspace, selected: Sequence[str], done: set[str]) -> Iterator[Document]:
@@ -253,20 +285,28 @@ def score_quality(
     prompt: str = DEFAULT_PROMPT,
     prompts: PromptLibrary | None = None,
     max_doc_chars: int = 6000,
+    max_attempts: int = MAX_ATTEMPTS,
+    refresh: bool = False,
     on_progress: DocumentProgress | None = None,
 ) -> StageResult:
     """Score documents with a scoring prompt (default: Ask-LLM's) and store the scores.
 
     Documents that already have a current score from this prompt and model are skipped, so the same
-    call continues an interrupted run; a document whose request fails is recorded as a run issue.
+    call continues an interrupted run; a document whose request fails is recorded as a run issue and
+    asked again by a rerun, up to ``max_attempts`` in all. ``refresh``: score every selected document
+    again, regardless of the cache.
     """
     settings = settings or LLMSettings()
-    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings, prompts, prompt, max_doc_chars)
-    params = {"prompt": prompt, "origin": scorer.origin, "model": settings.model, "documents": len(selected)}
+    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings, prompts, prompt, max_doc_chars, refresh)
+    params = {
+        "prompt": prompt, "origin": scorer.origin, "model": settings.model, "documents": len(selected),
+        "max_attempts": max_attempts, "refresh": refresh,
+    }  # fmt: skip
     return run_llm_stage(
         workspace, "score-quality", params, settings, documents=len(selected), skipped=len(done),
         items=_pending_documents(workspace, selected, done),
         handler=lambda context: _ScoringJob(scorer, LabelStore(workspace), context).handle,
+        attempts=_attempts(workspace, scorer, settings.model, max_attempts, refresh),
         on_progress=on_progress,
     )  # fmt: skip
 
@@ -279,13 +319,19 @@ def estimate_quality(
     prompt: str = DEFAULT_PROMPT,
     prompts: PromptLibrary | None = None,
     max_doc_chars: int = 6000,
+    max_attempts: int = MAX_ATTEMPTS,
+    refresh: bool = False,
 ) -> dict[str, Any]:
-    """What ``score_quality`` would send and cost with log-probabilities (one output token each)."""
+    """What ``score_quality`` would send and cost with log-probabilities (one output token each);
+    ``retried``: documents that failed before and are asked again, ``given_up``: those out of attempts."""
     settings = settings or LLMSettings()
-    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings, prompts, prompt, max_doc_chars)
+    scorer, selected, done = _scoring_plan(workspace, doc_ids, settings, prompts, prompt, max_doc_chars, refresh)
     gateway = Gateway(workspace, settings, stage="quality")
+    attempts = _attempts(workspace, scorer, settings.model, max_attempts, refresh)
     prepared = []
     for doc in _pending_documents(workspace, selected, done):
-        messages, params = scorer.logprob_request(doc)
-        prepared.append(gateway.prepare(messages, **params))
-    return {"documents": len(selected), "skipped": len(done), **gateway.estimate(prepared, 1)}
+        if not attempts.exhausted(doc.id):
+            messages, params = scorer.logprob_request(doc)
+            prepared.append(gateway.prepare(messages, **params))
+    plan = attempts.plan(doc_id for doc_id in selected if doc_id not in done)
+    return {"documents": len(selected), "skipped": len(done), **plan, **gateway.estimate(prepared, 1, refresh=refresh)}

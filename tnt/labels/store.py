@@ -44,16 +44,17 @@ class LabelRecord:
 
 class LabelStore:
     def __init__(self, workspace: Workspace):
+        self.workspace = workspace
         self.db = workspace.db
 
     def add(self, records: Iterable[LabelRecord]) -> int:
         rows = [record.to_row() for record in records]
-        with self.db.conn:
+        with self.workspace.write():
             self.db["labels"].insert_all(rows, batch_size=1000)
         return len(rows)
 
     def retract(self, origin: str) -> int:
-        with self.db.conn:
+        with self.workspace.write():
             cursor = self.db.execute(
                 "update labels set retracted_at = ? where origin = ? and retracted_at is null",
                 [utc_now(), origin],

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from tnt.llm import DEFAULT_MODEL
+from tnt.llm.local import LOCAL_PREFIX
 from tnt.llm.log import CallLog, CallRecord
 from tnt.llm.prompts import Prompt
 from tnt.llm.transports import (
@@ -34,6 +35,7 @@ from tnt.llm.transports import (
     make_transport,
     short_error,
 )
+from tnt.pii import mask_user_messages
 from tnt.runs import utc_now
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T", bound=BaseModel)
+RETRY_NUDGE = 0.2  # temperature added per later attempt, so the request differs from the one that failed
 KEY_IN_URL = re.compile(r"([?&](?:key|api[-_]?key|access_token)=)[^&\s'\"]+", re.IGNORECASE)
 
 
@@ -60,6 +63,12 @@ class LLMSettings(BaseModel):
     transport: Literal["auto", "litellm", "http"] = "auto"
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Personal data in user messages (document text): "mask" (tnt.pii) or "off"; None: mask unless the
+    # model is the local one, which runs in this process, so nothing leaves the machine.
+    pii: Literal["mask", "off"] | None = None
+
+    def masks_pii(self) -> bool:
+        return self.pii == "mask" if self.pii else not self.model.startswith(LOCAL_PREFIX)
 
 
 @dataclass
@@ -75,13 +84,40 @@ class Completion:
 
 @dataclass
 class Request:
-    """One request as sent, cached (under ``key``) and logged."""
+    """One request as sent, cached (under ``key``) and logged; ``refresh``: sent even if cached."""
 
     messages: list[dict[str, str]]
     params: dict[str, Any]
     stage: str
     prompt: Prompt | None
     key: str
+    refresh: bool = False
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A later attempt (``number`` 2, 3, …) at a request whose earlier attempts failed, in earlier runs.
+
+    It differs from them, so it has its own cache key: the temperature is nudged up, and the model is
+    told why the last answer could not be used (``problem``; None after a failure without an answer).
+    """
+
+    number: int
+    problem: str | None = None
+
+    def apply(self, messages: list[dict[str, str]], temperature: float) -> tuple[list[dict[str, str]], float]:
+        nudged = min(1.0, temperature + RETRY_NUDGE * (self.number - 1))
+        if self.problem is None:
+            return messages, nudged
+        note = (
+            f"(Attempt {self.number}.) An earlier answer to this request could not be used: {self.problem}\n"
+            "Answer with only a JSON object that follows the instructions exactly."
+        )
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is None:
+            return [*messages, {"role": "user", "content": note}], nudged
+        told = {**messages[last_user], "content": messages[last_user]["content"] + "\n\n" + note}
+        return [*messages[:last_user], told, *messages[last_user + 1 :]], nudged
 
 
 def request_key(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
@@ -163,7 +199,14 @@ class Gateway:
         max_tokens: int | None = None,
         top_logprobs: int | None = None,
     ) -> tuple[list[dict[str, str]], dict[str, Any]]:
-        """The exact messages and parameters that ``complete`` sends (and caches under)."""
+        """The exact messages and parameters that ``complete`` sends (and caches under).
+
+        Personal data is masked in user messages only: document text enters a prompt there, while
+        system messages are tnt's own instructions (and may carry the answer's JSON schema, which a
+        masked URL-like name would corrupt).
+        """
+        if self.settings.masks_pii():
+            messages = mask_user_messages(messages)
         params: dict[str, Any] = {"temperature": temperature}
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
@@ -187,25 +230,38 @@ class Gateway:
         top_logprobs: int | None = None,
         stage: str | None = None,
         prompt: Prompt | None = None,
+        retry: Retry | None = None,
+        refresh: bool = False,
     ) -> Completion:
         """One request; with ``schema``, the answer is a validated instance in ``.parsed``.
 
         ``prompt``: the template ``messages`` were rendered from, recorded in the call log by name
-        and hash. Raises ``LLMFailure`` (already logged) when retries or the repair round are exhausted.
+        and hash. ``retry``: this is a later attempt after failed ones (``Retry.apply`` says how it
+        differs). ``refresh``: ask again even where the cache holds an answer (the new one replaces it
+        there; the old one stays in the log). Raises ``LLMFailure`` (already logged) when retries or the
+        repair round are exhausted.
         """
         self._bind_to_running_loop()
+        if retry is not None:
+            messages, temperature = retry.apply(messages, temperature)
         sent, params = self.prepare(
             messages, schema, temperature=temperature, max_tokens=max_tokens, top_logprobs=top_logprobs
         )
-        request = self._request(sent, params, stage, prompt)
+        request = self._request(sent, params, stage, prompt, refresh)
         if schema is None:
             return await self._complete_once(request)
         return await self._complete_structured(request, schema)
 
     def _request(
-        self, messages: list[dict[str, str]], params: dict[str, Any], stage: str | None, prompt: Prompt | None
+        self,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
+        stage: str | None,
+        prompt: Prompt | None,
+        refresh: bool = False,
     ) -> Request:
-        return Request(messages, params, stage or self.stage, prompt, request_key(self.model, messages, params))
+        key = request_key(self.model, messages, params)
+        return Request(messages, params, stage or self.stage, prompt, key, refresh)
 
     async def _complete_structured(self, request: Request, schema: type[T]) -> Completion:
         completion = await self._complete_once(request)
@@ -217,7 +273,7 @@ class Gateway:
                 {"role": "assistant", "content": completion.text},
                 {"role": "user", "content": _repair_instruction(first_error)},
             ]
-        repair = self._request(repair_messages, request.params, request.stage, request.prompt)
+        repair = self._request(repair_messages, request.params, request.stage, request.prompt, request.refresh)
         repaired = await self._complete_once(repair)
         try:
             repaired.parsed = parse_json_answer(repaired.text, schema)
@@ -234,7 +290,7 @@ class Gateway:
         return self.transport.native_schema
 
     async def _complete_once(self, request: Request) -> Completion:
-        cached = self._cached(request.key)
+        cached = None if request.refresh else self._cached(request.key)
         if cached is None and request.key in self._in_flight:  # already on its way: share its answer
             cached = await asyncio.shield(self._in_flight[request.key])
         if cached is not None:
@@ -350,10 +406,14 @@ class Gateway:
         return self.transport.cost(prompt_tokens, completion_tokens)
 
     def estimate(
-        self, requests: list[tuple[list[dict[str, str]], dict[str, Any]]], max_output_tokens: int
+        self,
+        requests: list[tuple[list[dict[str, str]], dict[str, Any]]],
+        max_output_tokens: int,
+        refresh: bool = False,
     ) -> dict[str, float | int | None]:
-        """What prepared ``(messages, params)`` requests would cost, counting only uncached ones."""
-        to_send = [m for m, p in requests if self._cached(request_key(self.model, m, p)) is None]
+        """What prepared ``(messages, params)`` requests would cost, counting only uncached ones
+        (``refresh``: all of them, as ``complete(refresh=True)`` asks regardless of the cache)."""
+        to_send = [m for m, p in requests if refresh or self._cached(request_key(self.model, m, p)) is None]
         prompt_tokens = sum(self.transport.count_tokens(m) for m in to_send)
         completion_tokens = max_output_tokens * len(to_send)
         return {

@@ -72,8 +72,9 @@ def compare_labels(reference: Sequence[str], other: Sequence[str]) -> PairAgreem
 
 
 def agreement(workspace: Workspace, taxonomy_version: int | None = None) -> AgreementReport:
-    """LLM against people on every document both labeled; people against each other where several
-    annotated one document (first two annotations, in order)."""
+    """LLM against people on every document both labeled (people's labels a migration carried to the
+    version included); people against each other where several annotated one document (first two
+    annotations, in order)."""
     version = TaxonomyStore(workspace).get(taxonomy_version).version
     assert version is not None
     labels = LabelStore(workspace)
@@ -85,9 +86,13 @@ def agreement(workspace: Workspace, taxonomy_version: int | None = None) -> Agre
 
 
 def _human_vs_human(labels: LabelStore, version: int) -> PairAgreement | None:
+    """Carried labels are left out: a migration's copy of one person's label shares its origin with
+    every other label it carried, and ``tnt ls push`` gives it to the new project as that person's
+    annotation, which is counted."""
     by_doc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in labels.current_by_origin(version, "human", "%").values():
-        by_doc[row["doc_id"]].append(row)
+        if row.get("migrated_from") is None:
+            by_doc[row["doc_id"]].append(row)
     pairs = [sorted(rows, key=lambda row: row["id"])[:2] for rows in by_doc.values() if len(rows) > 1]
     if not pairs:
         return None

@@ -8,17 +8,17 @@
 - Predictors say what tnt thinks of a task: the distilled model of the taxonomy version when one
   exists, else the LLM labels (cached first, the labeling stage for the rest). Both the ML backend
   and ``push`` use them, so a pushed prediction and a served one carry the same ``model_version``.
-- ``push`` / ``connect`` / ``pull`` talk to Label Studio through label-studio-sdk 2.x. Each task's
-  data holds the tnt document id, so annotations map back to documents; every human label is stored
-  with origin ``label-studio:<project>/<annotation>``, which makes the webhook and ``pull``
-  idempotent with each other.
+- Annotations become human labels (``store_annotation``): each task's data holds the tnt document
+  id, so annotations map back to documents; every human label is stored with origin
+  ``label-studio:<project>/<annotation>``, which makes the webhook and ``pull`` idempotent with each
+  other.
 
+Talking to Label Studio itself (``push``, ``connect``, ``pull``) is ``tnt.review.labelstudio_sync``.
 This module owns the ``ls_projects`` table (which taxonomy version each pushed project uses).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import xml.etree.ElementTree as ET
@@ -33,7 +33,6 @@ from tnt.runs import WorkspaceError, utc_now
 from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 
 if TYPE_CHECKING:
-    from label_studio_sdk import LabelStudio
     from label_studio_sdk.label_interface import LabelInterface
 
     from tnt.workspace import Workspace
@@ -305,6 +304,7 @@ class ProjectLink:
     taxonomy_version: int
     multi: bool
     backend_url: str | None = None
+    updated_at: str | None = field(default=None, compare=False)  # the last push or connect, as recorded
 
 
 class ProjectLinks:
@@ -333,13 +333,10 @@ class ProjectLinks:
 
     def find(self, project_id: int) -> ProjectLink | None:
         rows = list(self.db["ls_projects"].rows_where("project_id = ?", [project_id]))
-        if not rows:
-            return None
-        row = rows[0]
-        return ProjectLink(
-            row["project_id"], row["url"], row["title"], row["taxonomy_version"], bool(row["multi"]),
-            row["backend_url"],
-        )
+        return _link(rows[0]) if rows else None
+
+    def all(self) -> list[ProjectLink]:
+        return [_link(row) for row in self.db["ls_projects"].rows_where(order_by="project_id")]
 
     def get(self, project_id: int) -> ProjectLink:
         link = self.find(project_id)
@@ -348,6 +345,13 @@ class ProjectLinks:
                 f"Label Studio project {project_id} is not linked to this workspace; create it with `tnt ls push`"
             )
         return link
+
+
+def _link(row: dict[str, Any]) -> ProjectLink:
+    return ProjectLink(
+        row["project_id"], row["url"], row["title"], row["taxonomy_version"], bool(row["multi"]),
+        row["backend_url"], row["updated_at"],
+    )
 
 
 def project_schema(workspace: Workspace, link: ProjectLink) -> LabelSchema:
@@ -405,183 +409,3 @@ def task_doc_id(task: dict[str, Any]) -> str | None:
 def task_text(task: dict[str, Any]) -> TaskText:
     data = task.get("data") or {}
     return TaskText(task.get("id"), task_doc_id(task), str(data.get(TEXT_FIELD) or ""))
-
-
-# Label Studio through the SDK
-
-
-def client(url: str, api_key: str) -> LabelStudio:
-    from label_studio_sdk import LabelStudio
-
-    if not api_key:
-        raise LabelStudioError(f"no Label Studio API key: set {API_KEY_ENV}")
-    return LabelStudio(base_url=url, api_key=api_key)
-
-
-@dataclass
-class PushResult:
-    project_id: int
-    created: bool
-    imported: int
-    already_there: int
-    model_version: str
-
-
-def push(
-    workspace: Workspace,
-    ls: LabelStudio,
-    doc_ids: Sequence[str],
-    *,
-    taxonomy_version: int | None = None,
-    title: str | None = None,
-    project_id: int | None = None,
-    multi: bool = False,
-    settings: LLMSettings | None = None,
-    reasons: dict[str, str] | None = None,
-    predictions: bool = True,
-) -> PushResult:
-    """Create or update the project for a taxonomy version and import the documents not yet in it,
-    each with tnt's prediction attached (unless ``predictions`` is off: the backend serves them)."""
-    from tnt.corpus.store import DocumentStore
-
-    taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
-    assert taxonomy.version is not None
-    config = label_config(taxonomy, multi)
-    project, created = _ensure_project(ls, project_id, title or f"tnt taxonomy v{taxonomy.version}", config)
-    ProjectLinks(workspace).save(ProjectLink(project.id, _base_url(ls), project.title, taxonomy.version, multi))
-    wanted = list(dict.fromkeys(doc_ids))
-    present = _doc_ids_in_project(ls, project.id)
-    new_ids = [doc_id for doc_id in wanted if doc_id not in present]
-    predictor = predictor_for(workspace, taxonomy.version, settings, multi)
-    schema = LabelSchema.of(taxonomy, multi)
-    interface = check_label_config(config, schema)
-    for start in range(0, len(new_ids), IMPORT_BATCH):  # a push cut short resumes: present tasks are skipped
-        documents = DocumentStore(workspace).get(new_ids[start : start + IMPORT_BATCH])
-        tasks = [TaskText(None, doc.id, doc.text) for doc in documents]
-        attached = predict_results(workspace, predictor, schema, tasks, interface) if predictions else [None] * len(tasks)
-        payload = [_task(doc.id, doc.text, taxonomy.version, (reasons or {}).get(doc.id, ""), prediction)
-                   for doc, prediction in zip(documents, attached)]  # fmt: skip
-        ls.projects.import_tasks(id=project.id, request=payload, return_task_ids=True)
-    return PushResult(project.id, created, len(new_ids), len(wanted) - len(new_ids), predictor.model_version)
-
-
-def _task(doc_id: str, text: str, version: int, reason: str, prediction: dict[str, Any] | None) -> dict[str, Any]:
-    data = {TEXT_FIELD: text, DOC_ID_FIELD: doc_id, VERSION_FIELD: version, REASON_FIELD: reason}
-    return {"data": data, "predictions": [prediction] if prediction and prediction["result"] else []}
-
-
-def _ensure_project(ls: LabelStudio, project_id: int | None, title: str, config: str) -> tuple[Any, bool]:
-    if project_id is None:
-        same_title = [p for p in ls.projects.list(title=title) if p.title == title]
-        project_id = same_title[0].id if same_title else None
-    if project_id is None:
-        return ls.projects.create(title=title, label_config=config), True
-    project = ls.projects.get(id=project_id)
-    if project.label_config != config:
-        project = ls.projects.update(id=project_id, label_config=config)
-    return project, False
-
-
-def _base_url(ls: LabelStudio) -> str:
-    return ls._client_wrapper.get_base_url()  # the SDK keeps it only on its private wrapper
-
-
-def _doc_ids_in_project(ls: LabelStudio, project_id: int) -> set[str]:
-    return {
-        doc_id for task in ls.tasks.list(project=project_id, fields="task_only")
-        if (doc_id := (task.data or {}).get(DOC_ID_FIELD)) is not None
-    }
-
-
-@dataclass
-class ConnectResult:
-    ml_backend_id: int
-    state: str
-    webhook_id: int
-    model_version: str | None
-
-
-def connect(
-    workspace: Workspace,
-    ls: LabelStudio,
-    project_id: int,
-    backend_url: str,
-    *,
-    username: str,
-    password: str,
-    webhook_secret: str,
-) -> ConnectResult:
-    """Attach the tnt backend to a project (basic auth for Label Studio's calls) and put the secret
-    header on the webhook Label Studio creates for it."""
-    ProjectLinks(workspace).get(project_id)
-    backend_url = backend_url.rstrip("/")
-    auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": username, "basic_auth_pass": password}
-    existing = [b for b in ls.ml.list(project=project_id) if (b.url or "").rstrip("/") == backend_url]
-    if existing:
-        backend = ls.ml.update(id=existing[0].id, url=backend_url, project=project_id, **auth)
-    else:
-        backend = ls.ml.create(url=backend_url, project=project_id, title="tnt", is_interactive=False, **auth)
-    if backend.state != "CO":
-        raise LabelStudioError(
-            f"Label Studio could not connect to the backend at {backend_url} (state {backend.state}): "
-            f"{backend.error_message or 'no reason given; see the backend log'}"
-        )
-    webhook_id = _secure_webhook(ls, project_id, f"{backend_url}/webhook", webhook_secret)
-    ProjectLinks(workspace).set_backend(project_id, backend_url)
-    return ConnectResult(backend.id, backend.state, webhook_id, backend.model_version)
-
-
-def _secure_webhook(ls: LabelStudio, project_id: int, url: str, secret: str) -> int:
-    headers = {WEBHOOK_SECRET_HEADER: secret}
-    hooks = [hook for hook in ls.webhooks.list(project=str(project_id)) if hook.url == url]
-    if hooks:
-        return ls.webhooks.update(id=hooks[0].id, url=url, headers=headers).id
-    hook = ls.webhooks.create(
-        project=project_id, url=url, send_payload=True, send_for_all_actions=True, headers=headers
-    )
-    return hook.id
-
-
-@dataclass
-class PullResult:
-    tasks: int = 0
-    added: int = 0
-    updated: int = 0
-    retracted: int = 0
-    unchanged: int = 0
-    skipped: list[str] = field(default_factory=list)  # annotations of tasks not pushed by tnt, with why
-
-    @property
-    def changed(self) -> int:
-        return self.added + self.updated + self.retracted
-
-
-def pull(workspace: Workspace, ls: LabelStudio, project_id: int) -> PullResult:
-    """Bring the workspace's human labels for a project in line with its annotations (idempotent):
-    new and edited annotations are stored, deleted or skipped ones retracted."""
-    link = ProjectLinks(workspace).get(project_id)
-    tasks = export_tasks(ls, project_id)
-    result = PullResult(tasks=len(tasks))
-    seen: set[str] = set()
-    with workspace.run("ls-pull", {"project": project_id}) as run:
-        for task in tasks:
-            doc_id = task_doc_id(task)
-            for annotation in task.get("annotations") or []:
-                if doc_id is None:
-                    result.skipped.append(f"annotation {annotation['id']} of task {task['id']}: no data.{DOC_ID_FIELD}")
-                    run.record_issue(f"task {task['id']}", "no tnt document id", DOC_ID_FIELD)
-                    continue
-                seen.add(annotation_origin(project_id, annotation["id"]))
-                outcome = store_annotation(workspace, link, doc_id, annotation, run.id)
-                setattr(result, outcome, getattr(result, outcome) + 1)
-        stored = LabelStore(workspace).current_by_origin(None, "human", f"{ORIGIN_PREFIX}:{project_id}/%")
-        for origin in stored.keys() - seen:
-            if LabelStore(workspace).retract(origin):
-                result.retracted += 1
-        run.stats = {key: value for key, value in result.__dict__.items() if key != "skipped"}
-    return result
-
-
-def export_tasks(ls: LabelStudio, project_id: int) -> list[dict[str, Any]]:
-    chunks = ls.projects.exports.download_sync(id=project_id, export_type="JSON", download_all_tasks=False)
-    return json.loads(b"".join(chunks))

@@ -7,7 +7,8 @@
 - ``stratified``: every label represented, rare labels first, so no label goes unreviewed.
 A strategy with nothing to offer (no classifier yet, say) hands its share to the others. Every pick
 records its reason. ``sample_for_review`` feeds it from a workspace and records the sample
-(``tnt.review.agreement`` compares the labels once people have reviewed them).
+(``tnt.review.agreement`` compares the labels once people have reviewed them); ahead of the mix it
+puts the documents whose human label a taxonomy migration split (reason ``migration``).
 
 This module owns the ``review_samples`` table.
 """
@@ -17,14 +18,14 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tnt.corpus.store import DocumentStore
+from tnt.labels.pending import PendingLabel, PendingLabels
 from tnt.labels.store import LabelStore
+from tnt.review.uncertainty import cluster_least_confident, margins
 from tnt.runs import WorkspaceError
 from tnt.taxonomy.store import TaxonomyStore
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 STRATEGIES = ("disagreement", "least_confident", "stratified")
 DEFAULT_MIX = {"disagreement": 0.3, "least_confident": 0.6, "stratified": 0.1}
+MIGRATION_REASON = "migration"  # a document whose human label a migration split: reviewed first
 DEFAULT_POOL = 20_000  # candidates the classifier scores per sample, drawn by a seeded hash
 
 
@@ -148,22 +150,6 @@ def _least_confident(candidates: Sequence[ReviewCandidate]) -> Iterator[ReviewCa
     return (c for _, _, c in sorted(keyed, key=lambda key: key[:2]))
 
 
-def cluster_least_confident(
-    candidates: Sequence[ReviewCandidate], features_of: Callable[[list[str]], Any], n: int, pool_factor: int = 10, seed: int = 0
-) -> list[ReviewCandidate]:
-    """Group the ``pool_factor × n`` least confident candidates into ``n`` clusters of similar texts
-    (k-means over the classifier's features), so the sample spreads over different confusions."""
-    from sklearn.cluster import KMeans
-
-    scored = sorted((c for c in candidates if c.model_margin is not None), key=lambda c: c.model_margin or 0.0)
-    pool = scored[: pool_factor * n]
-    if len(pool) <= n:
-        return list(candidates)
-    clusters = KMeans(n, n_init=1, random_state=seed).fit_predict(features_of([c.doc_id for c in pool]))
-    assigned = {c.doc_id: int(k) for c, k in zip(pool, clusters)}
-    return [replace(c, cluster=assigned[c.doc_id]) if c.doc_id in assigned else c for c in candidates]
-
-
 def _stratified(candidates: Sequence[ReviewCandidate], rng: random.Random) -> Iterator[ReviewCandidate]:
     """One document per label in turn, rare labels first; within a label the classifier's least sure
     document first (at random without a classifier)."""
@@ -203,14 +189,17 @@ def sample_for_review(
     pool: int = DEFAULT_POOL,
     seed: int = 0,
 ) -> ReviewSample:
-    """Choose ``n`` documents nobody has reviewed or been sent yet, and record why each was chosen."""
+    """Choose ``n`` documents nobody has reviewed or been sent yet, and record why each was chosen.
+    Documents whose human label a migration split come first (reason ``migration``)."""
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     version = taxonomy.version
     assert version is not None
     labels = LabelStore(workspace)
     done = set(labels.current(version, "human")) | ReviewSamples(workspace).doc_ids(version)
+    first = _migration_picks(workspace, version, done, n)
+    done |= {pick.doc_id for pick in first}
     documents = [doc for doc in DocumentStore(workspace).sample(pool + len(done), seed) if doc.id not in done][:pool]
-    if not documents:
+    if not documents and not first:
         raise WorkspaceError("no documents left to review: every document is labeled by a person or already sampled")
     llm = labels.current(version, "llm", doc_ids=[doc.id for doc in documents])
     candidates = [
@@ -218,14 +207,27 @@ def sample_for_review(
         if doc.id in llm else ReviewCandidate(doc.id)
         for doc in documents
     ]  # fmt: skip
-    candidates, classifier = _with_classifier(workspace, version, candidates, {doc.id: doc.text for doc in documents}, n, seed)
+    texts = {doc.id: doc.text for doc in documents}
+    candidates, classifier = _with_classifier(workspace, version, candidates, texts, n, seed) if candidates else ([], None)
     params = {"n": n, "taxonomy_version": version, "mix": normalised_mix(mix or DEFAULT_MIX), "seed": seed, "pool": pool}
     with workspace.run("review-sample", params) as run:
-        picks = choose_for_review(candidates, n, mix, seed)
+        picks = first + choose_for_review(candidates, n - len(first), mix, seed)
         ReviewSamples(workspace).save(run.id, version, picks)
         sample = ReviewSample(run.id, version, picks, len(candidates), classifier)
         run.stats = {"picked": len(picks), "candidates": len(candidates), "reasons": sample.counts, "classifier": classifier}
     return sample
+
+
+def open_migration_reviews(workspace: Workspace, version: int) -> list[PendingLabel]:
+    """Documents whose human label a migration split (``tnt taxonomy migrate``) and that nobody has
+    labeled again under the version: people's work to redo, before anything else."""
+    pending = PendingLabels(workspace).open(version, "human", reasons=["split"])
+    return [item for item in pending if "human" in item.sources]
+
+
+def _migration_picks(workspace: Workspace, version: int, done: set[str], n: int) -> list[Pick]:
+    reviews = [item for item in open_migration_reviews(workspace, version) if item.doc_id not in done][:n]
+    return [Pick(item.doc_id, MIGRATION_REASON, {"old_label": item.old_label, "offered": item.offered}) for item in reviews]
 
 
 def _with_classifier(
@@ -241,16 +243,6 @@ def _with_classifier(
     probabilities = model.predict_proba([texts[c.doc_id] for c in candidates])
     scored = [replace(c, **m) for c, m in zip(candidates, margins(probabilities, model.labels))]
     return cluster_least_confident(scored, lambda ids: model.features([texts[i] for i in ids]), n, seed=seed), info.id
-
-
-def margins(probabilities: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
-    """Per row: the most likely label and its lead over the second (small lead: the model is unsure)."""
-    padded = np.c_[np.zeros(len(probabilities)), probabilities]  # a one-label model leads by its probability
-    second, first = np.sort(padded, axis=1)[:, -2:].T
-    return [
-        {"model_label": labels[i], "model_margin": float(lead)}
-        for i, lead in zip(probabilities.argmax(axis=1), first - second)
-    ]
 
 
 class ReviewSamples:

@@ -4,6 +4,7 @@ problem reported with its line), and the diff between two versions."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tnt.taxonomy.lineage import LabelMap, LabelMapError, derive_label_map
 from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyLabel, TaxonomyStore
 
 if TYPE_CHECKING:
@@ -23,6 +25,14 @@ class LabelEntry(BaseModel):
     name: str
     description: str | None = None
     parent: str | None = None
+    # The parent version's label(s) this one comes from: one (renamed; split when several labels
+    # name it), several (merged), none (added). Absent: by name, else by description, else added.
+    from_: str | list[str] | None = Field(None, alias="from")
+    split: bool = False  # stated part of a split: an error unless another label names the same `from`
+
+    @property
+    def sources(self) -> list[str] | None:
+        return [self.from_] if isinstance(self.from_, str) else self.from_
 
 
 class TaxonomyFile(BaseModel):
@@ -69,8 +79,12 @@ class TaxonomyFileError(Exception):
         return f"{len(self.problems)} problem(s) in {self.path}:\n" + "\n".join(lines)
 
 
-def load_taxonomy_file(path: Path | str, text: str | None = None) -> Taxonomy:
-    """Parse and validate a taxonomy file; raises ``TaxonomyFileError`` listing every problem by line."""
+def load_taxonomy_file(
+    path: Path | str, text: str | None = None, parent_of: Callable[[int], Taxonomy] | None = None
+) -> Taxonomy:
+    """Parse and validate a taxonomy file; raises ``TaxonomyFileError`` listing every problem by line.
+    With ``parent_of`` (version → taxonomy), the ``from:`` fields are checked against the version the
+    file names and the label map to it is derived."""
     name = str(path)
     if text is None:
         text = Path(path).read_text(encoding="utf-8")
@@ -95,7 +109,7 @@ def load_taxonomy_file(path: Path | str, text: str | None = None) -> Taxonomy:
     problems += _label_problems(_valid_entries(document), lines)
     if problems or parsed is None:
         raise TaxonomyFileError(name, sorted(set(problems)))
-    return Taxonomy(
+    taxonomy = Taxonomy(
         labels=[
             TaxonomyLabel(name=e.name.strip(), description=(e.description or "").strip(), parent=e.parent)
             for e in parsed.labels
@@ -105,14 +119,36 @@ def load_taxonomy_file(path: Path | str, text: str | None = None) -> Taxonomy:
         use_case=parsed.use_case or "",
         note=f"imported from {Path(name).name}",
     )
+    if parsed.version is not None and parent_of is not None:
+        taxonomy.label_map = _label_map(name, parsed, lines, parent_of(parsed.version), taxonomy)
+    elif parsed.version is None and (claimed := [i for i, e in enumerate(parsed.labels) if e.from_ is not None or e.split]):
+        line = lines[("labels", claimed[0])]
+        raise TaxonomyFileError(name, [(line, "`from:` names labels of the version the file came from: give `version:`")])
+    return taxonomy
+
+
+def _label_map(
+    name: str, parsed: TaxonomyFile, lines: dict[tuple, int], parent: Taxonomy, taxonomy: Taxonomy
+) -> LabelMap:
+    """The map from the parent's leaves, from each entry's ``from:``; a wrong claim is reported on its line."""
+    entries = {entry.name.strip(): (i, entry) for i, entry in enumerate(parsed.labels)}
+    claims = {label: [s.strip() for s in entry.sources] for label, (_, entry) in entries.items() if entry.sources is not None}
+    split_marked = [label for label, (_, entry) in entries.items() if entry.split]
+    try:
+        return derive_label_map(parent.leaves, taxonomy.leaves, claims, split_marked)
+    except LabelMapError as exc:
+        problems = []
+        for label, message in exc.problems:
+            i = entries[label][0] if label in entries else None
+            line = lines.get(("labels", i, "from"), lines.get(("labels", i), 1)) if i is not None else lines[("labels",)]
+            problems.append((line, f"labels.{i}.from: {message}" if i is not None else message))
+        raise TaxonomyFileError(name, sorted(set(problems))) from exc
 
 
 def import_taxonomy(workspace: Workspace, path: Path | str) -> Taxonomy:
     """Validate a taxonomy file and save it as a new version whose parent is the version it names."""
-    taxonomy = load_taxonomy_file(path)
     store = TaxonomyStore(workspace)
-    if taxonomy.parent is not None:
-        store.get(taxonomy.parent)  # the version the file came from must exist here
+    taxonomy = load_taxonomy_file(path, parent_of=store.get)  # the version the file came from must exist here
     with workspace.run("taxonomy.import", {"file": str(path)}) as run:
         saved = store.save(taxonomy.model_copy(update={"run_id": run.id}))
         run.stats["version"] = saved.version
@@ -226,4 +262,6 @@ def diff_taxonomies(old: Taxonomy, new: Taxonomy) -> TaxonomyDiff:
 FILE_HEADER = (
     "# tnt taxonomy. Edit freely (rename, merge, split, add, delete labels), then\n"
     "# `tnt taxonomy import FILE`. 'version' is the version this file came from: the import's parent.\n"
+    "# Say where a label comes from so its documents keep their labels: `from: Old name` (renamed;\n"
+    "# several labels with the same `from`: a split, mark each `split: true`), `from: [A, B]` (merged).\n"
 )

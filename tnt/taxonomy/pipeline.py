@@ -7,6 +7,7 @@ the result as a new taxonomy version.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from tnt.distill.encoders import DEFAULT_ENCODER
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import Gateway, LLMSettings
 from tnt.llm.prompts import PromptLibrary
-from tnt.runs import Run
+from tnt.runs import Run, fingerprint
 from tnt.taxonomy.cluster import (
     ClusterNamer,
     ClusterProposal,
@@ -111,22 +112,46 @@ async def _generate(
         "rejected_steps": [failure.stage for failure in proposal.rejected_steps],
         "score": proposal.score,
     }
-    taxonomy = store.save(
+    taxonomy = save_unless_held(
+        store,
+        run,
         Taxonomy(
             labels=labels,
             parent=seed.version if seed else None,
             method="tnt-llm",
             use_case=options.use_case,
             model=settings.model,
-            params=_params(options, settings),
+            params=_params(options, settings) | {"inputs": inputs_fingerprint(documents)},
             prompt_hashes=caller.used_prompts | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
             score=proposal.score,
             run_id=run.id,
             note=f"{len(documents)} documents, best candidate from epoch {proposal.best.epoch} of {len(proposal.candidates)}",
-        )
+        ),
     )
     run.stats["version"] = taxonomy.version
     return taxonomy
+
+
+def save_unless_held(store: TaxonomyStore, run: Run, candidate: Taxonomy) -> Taxonomy:
+    """A new version for ``candidate``, unless a version holds exactly this result already: the same
+    labels from the same parent, method, model, parameters, inputs and prompts (a rerun whose answers
+    all came from the cache). That version is returned and the run notes it as ``unchanged``."""
+    held = store.find_by_content(candidate.method, candidate.content_hash())
+    if held is None or _as_stored(held) != _as_stored(candidate):
+        return store.save(candidate)
+    run.stats["unchanged"] = f"version {held.version}"
+    return held
+
+
+def _as_stored(taxonomy: Taxonomy) -> str:
+    """What makes a version's result, as JSON (a tuple in the params compares equal to its stored list)."""
+    origin = taxonomy.model_dump(include={"parent", "use_case", "model", "params", "prompt_hashes"})
+    return json.dumps(origin, sort_keys=True, default=str)
+
+
+def inputs_fingerprint(documents: list[TextItem]) -> str:
+    """Which documents a version was made from (their ids, in order)."""
+    return fingerprint([doc.id for doc in documents])
 
 
 async def _summaries(
@@ -246,11 +271,13 @@ async def _refine(
 ) -> Taxonomy:
     gateway = Gateway(workspace, settings, run_id=run.id, stage="taxonomy_refine")
     caller = TableCaller(gateway, PromptLibrary(prompts_dir), base.use_case, limits, retries)
-    labels, changes = await TaxonomyRefiner(caller).refine(base.leaves, feedback, corrections)
+    refinement = await TaxonomyRefiner(caller).refine(base.leaves, feedback, corrections)
+    changes, labels = refinement.changes, refinement.labels
     record_merges(run, caller)
     if len(base.leaves) != len(base.labels):  # two levels: group the revised leaves again
         labels = await TaxonomyGrouper(caller).group(labels)
-    run.stats |= {"changes": changes, "corrections": [c.__dict__ for c in corrections]}
+    run.stats |= {"changes": changes, "corrections": [c.__dict__ for c in corrections],
+                  "label_map": refinement.label_map.counts()}  # fmt: skip
     taxonomy = store.save(
         Taxonomy(
             labels=labels,
@@ -262,6 +289,7 @@ async def _refine(
             prompt_hashes=caller.used_prompts,
             run_id=run.id,
             note="; ".join(changes)[:1000],
+            label_map=refinement.label_map,
         )
     )
     run.stats["version"] = taxonomy.version
@@ -367,24 +395,29 @@ async def _cluster(
     run.stats |= {"documents": len(documents), "clusters": options.k, "labels": len(proposal.labels)}
     if options.reference is not None:
         run.stats |= _agreement(workspace, options.reference, documents, proposal)
-    taxonomy = TaxonomyStore(workspace).save(
+    taxonomy = save_unless_held(
+        TaxonomyStore(workspace),
+        run,
         Taxonomy(
             labels=labels,
             method="cluster",
             use_case=options.use_case,
             model=settings.model if options.uses_llm else None,
-            params=options.model_dump(exclude={"use_case"}) | {"embedder": embedder, "api_base": settings.api_base},
+            params=options.model_dump(exclude={"use_case"})
+            | {"embedder": embedder, "api_base": settings.api_base, "inputs": inputs_fingerprint(documents)},
             prompt_hashes=proposer.namer.prompt_hashes | ({"summarize": prompts.get("summarize").hash} if options.summarize else {}),
             run_id=run.id,
             note=f"k-means k={options.k} on {len(documents)} documents, names from {_NAMED_BY[options.namer]}",
-        )
+        ),
     )
+    run.stats["version"] = taxonomy.version
+    if "unchanged" in run.stats:  # the version's run stored its documents' cluster labels
+        return taxonomy
     LabelStore(workspace).add(
         LabelRecord(doc.id, "model", label, taxonomy.version, origin=f"cluster:{run.id}", run_id=run.id,
                     model=f"kmeans/{embedder}")
         for doc, label in zip(documents, proposal.assignments)
     )  # fmt: skip
-    run.stats["version"] = taxonomy.version
     return taxonomy
 
 

@@ -6,10 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tnt.taxonomy.guardrails import guardrail_problems, limited
-from tnt.taxonomy.proposer import RefineAnswer, TableCaller, table_view, to_labels
+from tnt.taxonomy.lineage import LabelMap, LabelMapError, derive_label_map
+from tnt.taxonomy.proposer import (
+    LabelDraft,
+    TableCaller,
+    table_view,
+    to_labels,
+)
+from tnt.taxonomy.proposer import (
+    RefineAnswer as TableRefineAnswer,
+)
 from tnt.taxonomy.store import TaxonomyLabel
 
 
@@ -75,6 +84,26 @@ class Correction:
     example: str = ""
 
 
+class LineageDraft(LabelDraft):
+    """A revised label and the current labels it comes from (a label map claim, as ``from:`` in a file)."""
+
+    from_: list[str] | None = Field(
+        None, alias="from",
+        description="Current labels this one comes from: one (kept or renamed; the same one on each part of a split), several (merged), none (new).",
+    )  # fmt: skip
+
+
+class RefineAnswer(TableRefineAnswer):  # the same schema name: the table with each label's ``from``
+    labels: list[LineageDraft]  # type: ignore[assignment]
+
+
+@dataclass
+class Refinement:
+    labels: list[TaxonomyLabel]
+    changes: list[str]  # what the model says it changed
+    label_map: LabelMap  # from the current table to ``labels``
+
+
 @dataclass
 class TaxonomyRefiner:
     caller: TableCaller
@@ -82,14 +111,28 @@ class TaxonomyRefiner:
 
     async def refine(
         self, labels: list[TaxonomyLabel], feedback: str, corrections: Sequence[Correction] = ()
-    ) -> tuple[list[TaxonomyLabel], list[str]]:
-        """The revised table and the changes the model says it made."""
-        answer = await self.caller.call_table(
+    ) -> Refinement:
+        """The revised table with its label map; an answer breaking the guardrails or whose ``from``
+        claims do not fit the two tables is sent back with the problems."""
+        answer = await self.caller.call(
             "taxonomy_refine",
             limited(RefineAnswer, self.caller.limits),
             self.temperature,
+            lambda a: self.caller.table_problems(a) or self.lineage_problems(labels, a),
             labels=table_view(labels),
             feedback=feedback,
             corrections=list(corrections),
         )
-        return to_labels(answer.labels), answer.changes
+        return Refinement(to_labels(answer.labels), answer.changes, label_map(labels, answer))
+
+    def lineage_problems(self, labels: list[TaxonomyLabel], answer: RefineAnswer) -> list[str]:
+        try:
+            label_map(labels, answer)
+        except LabelMapError as exc:
+            return [message for _, message in exc.problems]
+        return []
+
+
+def label_map(labels: list[TaxonomyLabel], answer: RefineAnswer) -> LabelMap:
+    claims = {row.name.strip(): row.from_ for row in answer.labels if row.from_ is not None}
+    return derive_label_map(labels, to_labels(answer.labels), claims)

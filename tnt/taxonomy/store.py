@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from tnt.runs import WorkspaceError, utc_now
+from tnt.taxonomy.lineage import LabelMap
 
 if TYPE_CHECKING:
     from tnt.workspace import Workspace
@@ -44,6 +45,8 @@ class Taxonomy(BaseModel):
     run_id: str | None = None
     note: str = ""
     created_at: str | None = None
+    # How the labels relate to the parent's (tnt.taxonomy.lineage); None for a version with no parent.
+    label_map: LabelMap | None = None
 
     @property
     def names(self) -> list[str]:
@@ -92,6 +95,7 @@ class TaxonomyStore:
             "run_id": taxonomy.run_id,
             "note": taxonomy.note,
             "created_at": utc_now(),
+            "label_map": taxonomy.label_map.model_dump_json() if taxonomy.label_map else None,
         }
         version = self.db["taxonomies"].insert(row).last_pk
         return self.get(version)
@@ -134,6 +138,7 @@ def _from_row(row: dict[str, Any]) -> Taxonomy:
         run_id=row["run_id"],
         note=row["note"] or "",
         created_at=row["created_at"],
+        label_map=LabelMap.model_validate_json(row["label_map"]) if row.get("label_map") else None,
     )
 
 
