@@ -349,6 +349,7 @@ def test_tnt_serve_starts_the_backend_and_needs_its_secrets(workspace, corpus):
     assert PASSWORD not in output and SECRET not in output
 
 
+@pytest.mark.slow
 def test_a_refined_version_is_served_from_carried_llm_labels_until_its_model_exists(workspace, corpus):
     """After ``tnt taxonomy migrate``, the new version's project gets the carried LLM labels under the
     new version's model_version; ``tnt train`` learns the carried labels (people's included), and from

@@ -16,6 +16,8 @@ from tnt.cli import app
 from tnt.distill.tag import tag_corpus
 from tnt.distill.train import train
 from tnt.labels.labeling import label_documents
+from tnt.labels.migrate import migrate_labels
+from tnt.labels.store import LabelStore
 from tnt.llm.gateway import LLMSettings
 from tnt.taxonomy.discover import DiscoverOptions, accept_candidates, discover_labels
 from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyLabel, TaxonomyStore
@@ -96,4 +98,11 @@ def test_discover_finds_the_held_out_intents(workspace, banking77, llm_server, t
 
     accepted = accept_candidates(workspace, discovery, [1, 2])
     assert accepted.parent == taxonomy.version and accepted.names[-2:] == [c.name for c in discovery.candidates[:2]]
-    assert (workspace.directory / f"discover-v{taxonomy.version}.yaml").exists() is False  # only the CLI writes it
+    migration = migrate_labels(workspace, accepted.version)  # the new version inherits every label still meant
+    known_labels = sum(label != OTHER_LABEL for label in _llm_labels(workspace, taxonomy.version))
+    assert 0.8 * known_labels <= migration.carried["unchanged"]["llm"] <= known_labels
+    assert migration.pending.get("added", 0) + migration.pending.get("other", 0) > 0  # candidates asked, nothing guessed
+
+
+def _llm_labels(workspace, version) -> list[str]:
+    return [row["label"] for row in LabelStore(workspace).current(version, "llm").values()]

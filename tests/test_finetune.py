@@ -30,7 +30,7 @@ def test_batches_pair_texts_of_one_label_and_never_repeat_a_label():
 
 @pytest.mark.slow
 def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_directory(banking77, tmp_path):
-    texts, labels = subset(banking77["train"], per_label=12)
+    texts, labels = subset(banking77["train"], per_label=8)
     model = FinetunedClassifier(device="cpu").fit(texts, labels)
     base = DistilledClassifier("embed-linear").fit(texts, labels)
 

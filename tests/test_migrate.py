@@ -223,6 +223,7 @@ def test_a_one_label_rename_sends_no_request_and_a_second_migrate_changes_nothin
     rows = workspace.db.execute("select count(*) from labels").fetchone()[0]
     second = runner.invoke(app, ["taxonomy", "migrate", "2", *ws])
     dry = runner.invoke(app, ["label", *ws, "--taxonomy", "2", "--pending", "--dry-run", *llm_args(server)])
+    dry_all = runner.invoke(app, ["label", *ws, "--taxonomy", "2", "--all", "--dry-run", *llm_args(server)])
 
     people = Counter(row["label"] for row in LabelStore(workspace).current(1, "human").values())
     assert first.carried == {"renamed": {"llm": 5, "human": people["label_0"]}, "unchanged": {"llm": 15, "human": 4 - people["label_0"]}}
@@ -230,6 +231,7 @@ def test_a_one_label_rename_sends_no_request_and_a_second_migrate_changes_nothin
     assert "nothing new to carry (24 carried before)" in " ".join(second.output.split())
     assert workspace.db.execute("select count(*) from labels").fetchone()[0] == rows
     assert dry.exit_code == 0 and planned_requests(dry.output) == 0 and server.count == 0
+    assert dry_all.exit_code == 0 and planned_requests(dry_all.output) == 0  # carried labels are not asked again
     labels = LabelStore(workspace).current(2, "llm")
     assert sorted({row["label"] for row in labels.values()}) == ["label zero", "label_1", "label_2", "label_3"]
     originals = {row["id"]: row for row in LabelStore(workspace).current(1, "llm").values()}

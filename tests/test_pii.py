@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tnt import pii
@@ -121,6 +122,14 @@ def test_the_same_value_gets_the_same_placeholder_numbered_per_type():
     assert pii.mask_user_messages([system, user]) == [system, {"role": "user", "content": "Contact <EMAIL_ADDRESS_1>"}]
 
 
+def test_words_joined_by_a_full_stop_are_not_urls_but_urls_are():
+    running_text = ["Delayed for half an hour.Please fix it!", "Is a transfer...is this possible?",
+                    "I keep getting an error.can you help?", "The money is not there yet.He said so."]  # fmt: skip
+    assert [pii.mask(text) for text in running_text] == running_text
+    urls = "See https://Example.com/a?b=1 and www.example.org, or shop.co.uk today."
+    assert pii.mask(urls) == "See <URL_3> and <URL_2>, or <URL_1> today."
+
+
 def test_masking_defaults_to_off_for_the_local_model_and_on_for_providers(workspace):
     messages = [{"role": "system", "content": "Label it."}, {"role": "user", "content": "Mail ann@example.org"}]
 
@@ -133,6 +142,7 @@ def test_masking_defaults_to_off_for_the_local_model_and_on_for_providers(worksp
     assert asked_to_mask.prepare(messages)[0] == [messages[0], {"role": "user", "content": "Mail <EMAIL_ADDRESS_1>"}]
 
 
+@pytest.mark.slow  # 200 documents over HTTP
 def test_no_planted_value_reaches_the_provider_and_every_document_is_labelled(workspace, tmp_path, banking77, llm_server):
     documents = planted_documents(banking77)
     ingest_planted(workspace, tmp_path, documents)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.ls_server import banking_workspace, store_llm_labels
@@ -65,6 +66,7 @@ def test_before_and_after_labeling_the_next_command_moves_along_the_pipeline(wor
     assert pushed.next.command == f"tnt train --taxonomy {version}"
 
 
+@pytest.mark.slow
 def test_a_model_older_than_its_labels_is_stale_and_training_comes_next(workspace, tmp_path):
     taxonomy, gold, _ = banking_workspace(workspace, tmp_path, categories=3, per_category=6)
     store_llm_labels(workspace, taxonomy.version, gold)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tnt.corpus.store import DocumentStore
 from tnt.labels.store import SOURCES, LabelStore
 from tnt.runs import WorkspaceError
-from tnt.select import (
+from tnt.selection_io import (
     BATCH_SIZE,
     load_selection,
     record_batches,
@@ -36,7 +36,7 @@ from tnt.taxonomy.store import TaxonomyStore
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from tnt.select import EligibleDocument
+    from tnt.selection_io import EligibleDocument
     from tnt.workspace import Workspace
 
 LABEL_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}

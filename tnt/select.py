@@ -6,63 +6,67 @@ feed the next, and the funnel is reported:
 1. **label** — each document's label for one taxonomy version, taken from the first source in the
    precedence that has one (default human > model > llm: a person's correction beats a tagger, and
    the distilled tagger, which labels the whole corpus one way, beats the sampled LLM labels).
-   Documents without a label are not eligible.
-2. **quality** — with ``min_quality``, documents scored below it, or not scored, are dropped. Scores
-   are numeric labels without a taxonomy version (Ask-LLM's P(yes), or a distilled quality model),
-   optionally narrowed by origin prefix, chosen by the same source precedence. With ``drop_pii``,
-   documents that `tnt scan pii` found holding any of those entity types are dropped too.
+   Documents without a label are not eligible. A selection **by quality alone** (``by_label=False``,
+   the default when the workspace has no taxonomy) skips this step: every document with a quality
+   score is a candidate, under the one pseudo-label ``(all)``.
+2. **quality** — with ``min_quality``, documents scored below it are dropped; with ``min_quality``,
+   ``top_quality`` or by quality alone, so are documents without a score. Scores are numeric labels
+   without a taxonomy version (Ask-LLM's P(yes), or a distilled quality model tagged over the
+   corpus), optionally narrowed by origin prefix, each document's taken from the first source in the
+   quality precedence that has one (default human > llm > model: the LLM's own score beats the model
+   distilled from such scores). With ``drop_pii``, documents that `tnt scan pii` found holding any of
+   those entity types are dropped too.
 3. **dedup** — exact duplicates (same text after lower-casing and collapsing whitespace), then near
    duplicates (MinHash LSH over character 5-grams, estimated Jaccard ≥ threshold). The first copy in
    corpus order is kept.
-4. **sample** — per label, documents are ranked by a hash of (seed, document id), so a selection is
+4. **top quality** — with ``top_quality`` (N documents, or "P%" of them: ⌈n·P/100⌉), the best-scored
+   of the documents that survived steps 1-3, ties broken by the seeded rank of step 5.
+5. **sample** — per label, documents are ranked by a hash of (seed, document id), so a selection is
    deterministic for a seed and independent of storage order. Caps truncate a label's ranked list;
    quotas take exactly that many documents; the other labels share ``size`` documents (or
    ``token_budget`` tokens) in proportion to n_label^T (T = 0 uniform, T = 1 natural), a label that
    runs short handing its share to the others. The token budget is never exceeded.
 
-The selection is recorded in the ``selections`` table (this module's), so reports can compare it with
-the corpus, and written as an id manifest (.txt), JSONL or Parquet.
+The selection is recorded in the ``selections`` table, so reports can compare it with the corpus,
+and written as an id manifest (.txt), JSONL or Parquet (``tnt.selection_io``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tnt.corpus.store import DocumentStore
 from tnt.labels.store import SOURCES, LabelStore
 from tnt.pii import documents_with
-from tnt.runs import WorkspaceError, fingerprint
-from tnt.taxonomy.store import OTHER_LABEL, TaxonomyStore
+from tnt.runs import fingerprint
+from tnt.selection_io import BATCH_SIZE, EligibleDocument, SelectionError, output_format, record_selection, write_selection
+from tnt.selection_io import load_selection as load_selection  # re-exported: callers read selections from here
+from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from tnt.workspace import Workspace
 
 DEFAULT_PRECEDENCE = ("human", "model", "llm")
-OUTPUT_FORMATS = {".txt": "ids", ".ids": "ids", ".jsonl": "jsonl", ".parquet": "parquet"}
-BATCH_SIZE = 1000
-
-
-class SelectionError(WorkspaceError):
-    """A selection that cannot be made as asked; the message says which rule and why."""
+QUALITY_PRECEDENCE = ("human", "llm", "model")
+ALL_LABEL = "(all)"  # the one pseudo-label of a selection by quality alone
+LABEL_RULES = {"quotas": "--quota", "caps": "--cap", "max_per_label": "--max-per-label", "temperature": "--temperature"}
 
 
 class SelectionSpec(BaseModel):
     """The rules of one selection. Counts are documents; ``token_budget`` is tokens."""
 
+    by_label: bool | None = None  # None: by label when the workspace has a taxonomy, else by quality alone
     taxonomy_version: int | None = None  # None: the latest
     precedence: tuple[str, ...] = DEFAULT_PRECEDENCE
     quotas: dict[str, int] = Field(default_factory=dict)
@@ -72,6 +76,8 @@ class SelectionSpec(BaseModel):
     token_budget: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0)  # None: natural (1.0)
     min_quality: float | None = None
+    top_quality: int | str | None = None  # the best N documents by score, or "P%": the best P percent
+    quality_precedence: tuple[str, ...] = QUALITY_PRECEDENCE
     drop_pii: tuple[str, ...] = ()  # entity types (tnt scan pii): documents holding any are left out
     quality_origin: str | None = None  # origin prefix, e.g. "ask-llm"
     dedup: Literal["none", "exact", "near"] = "near"
@@ -81,11 +87,27 @@ class SelectionSpec(BaseModel):
     tokenizer: str = "cl100k_base"  # a tiktoken encoding, or "whitespace"
     seed: int = 0
 
+    @field_validator("precedence", "quality_precedence")
+    @classmethod
+    def _known_sources(cls, precedence: tuple[str, ...]) -> tuple[str, ...]:
+        if not precedence or any(s not in SOURCES for s in precedence):
+            raise ValueError(f"must list sources from {SOURCES}, got {list(precedence)}")
+        return precedence
+
+    @field_validator("top_quality")
+    @classmethod
+    def _documents_or_percent(cls, value: int | str | None) -> int | str | None:
+        """A whole number of documents ≥ 1 (``100`` or ``"100"``), or a percentage in (0, 100] (``"10%"``)."""
+        text = str(value).strip() if value is not None else None
+        if text is None or (text.isdigit() and int(text) >= 1):
+            return int(text) if text else None
+        percent = text.removesuffix("%").strip()
+        if text.endswith("%") and percent.replace(".", "", 1).isdigit() and 0 < float(percent) <= 100:
+            return f"{float(percent):g}%"
+        raise ValueError(f"expected a number of documents ≥ 1 (100) or a percentage in (0, 100] (10%), got {value!r}")
+
     @model_validator(mode="after")
     def _consistent(self) -> SelectionSpec:
-        unknown = [s for s in self.precedence if s not in SOURCES]
-        if unknown or not self.precedence:
-            raise ValueError(f"precedence must list sources from {SOURCES}, got {list(self.precedence)}")
         if self.size is not None and self.token_budget is not None:
             raise ValueError("give either size (documents) or token_budget (tokens), not both")
         if self.temperature is not None and self.size is None and self.token_budget is None:
@@ -105,27 +127,34 @@ class SelectionSpec(BaseModel):
         caps = [c for c in (self.caps.get(label), self.max_per_label) if c is not None]
         return min(caps) if caps else None
 
+    def top_quality_count(self, candidates: int) -> int | None:
+        """How many of ``candidates`` documents ``top_quality`` keeps: N, or ⌈candidates·P/100⌉."""
+        if isinstance(self.top_quality, str):
+            return math.ceil(candidates * float(self.top_quality[:-1]) / 100 - 1e-9)
+        return None if self.top_quality is None else min(self.top_quality, candidates)
 
-@dataclass
-class EligibleDocument:
-    doc_id: str
-    label: str
-    source: str
-    tokens: int
-    quality: float | None = None
+    def label_rules(self) -> list[str]:
+        """The rules given that share documents across labels (their CLI options)."""
+        return [option for name, option in LABEL_RULES.items() if getattr(self, name) not in (None, {})]
 
 
 @dataclass
 class Selection:
     run_id: str
-    taxonomy_version: int
+    taxonomy_version: int | None  # None: a selection by quality alone
     selected: list[EligibleDocument]
     funnel: dict[str, int]
-    before: dict[str, dict[str, int]]  # label -> {"docs", "tokens"}: every labelled document
+    before: dict[str, dict[str, int]]  # label -> {"docs", "tokens"}: every document entering the funnel
     after: dict[str, dict[str, int]]  # label -> {"docs", "tokens"}: the selection
     out: Path | None = None
+    # Of the documents entering the funnel, how many each source / origin gave their quality score
+    quality_sources: dict[str, int] = field(default_factory=dict)
     quality_origins: dict[str, int] = field(default_factory=dict)
     shortfall: str | None = None  # why the selection is smaller than asked, when it is
+
+    @property
+    def by_label(self) -> bool:
+        return self.taxonomy_version is not None
 
     @property
     def tokens(self) -> int:
@@ -135,11 +164,13 @@ class Selection:
         return {
             "selection": self.run_id,  # the run whose documents these are: an earlier one for an unchanged rerun
             "taxonomy_version": self.taxonomy_version,
+            "by_label": self.by_label,
             "funnel": self.funnel,
             "selected_docs": len(self.selected),
             "selected_tokens": self.tokens,
             "before": self.before,
             "after": self.after,
+            "quality_sources": self.quality_sources,
             "quality_origins": self.quality_origins,
             "shortfall": self.shortfall,
             "out": str(self.out) if self.out else None,
@@ -163,7 +194,7 @@ def resolve_labels(
 
 
 def resolve_quality(
-    workspace: Workspace, origin_prefix: str | None = None, precedence: Iterable[str] = DEFAULT_PRECEDENCE
+    workspace: Workspace, origin_prefix: str | None = None, precedence: Iterable[str] = QUALITY_PRECEDENCE
 ) -> dict[str, dict[str, Any]]:
     """Each document's current quality-score row (numeric label, no taxonomy version)."""
     store = LabelStore(workspace)
@@ -381,47 +412,99 @@ def select(
     """Run the selection, record it in the workspace and, with ``out``, write it to a file."""
     out_path = Path(out) if out is not None else None
     out_format = output_format(out_path) if out_path else None
-    taxonomy = TaxonomyStore(workspace).get(spec.taxonomy_version)
+    taxonomy = _taxonomy_to_select_by(workspace, spec)
     with workspace.run("select", {**spec.model_dump(), "out": str(out_path) if out_path else None}) as run:
-        labels = resolve_labels(workspace, taxonomy.version, spec.precedence)
-        if not labels:
-            raise SelectionError(
-                f"no document has a label for taxonomy version {taxonomy.version} from sources {list(spec.precedence)}"
-            )
-        _check_label_names(spec, set(taxonomy.names) | {OTHER_LABEL} | {row["label"] for row in labels.values()})
-        quality = (
-            resolve_quality(workspace, spec.quality_origin, spec.precedence) if spec.min_quality is not None else {}
-        )
-        if spec.min_quality is not None and not quality:
-            raise SelectionError(
-                "min_quality is set but no document has a quality score"
-                + (f" with origin {spec.quality_origin!r}*" if spec.quality_origin else "")
-                + "; score documents first (tnt score quality)"
-            )
+        quality = _quality_scores(workspace, spec, by_label=taxonomy is not None)
+        labels = _labels(workspace, spec, taxonomy) if taxonomy else _one_label(quality)
         holding_pii = documents_with(workspace, spec.drop_pii) if spec.drop_pii else set()
-        candidates, funnel, before = _eligible(workspace, spec, labels, quality, holding_pii, on_progress)
+        unique, funnel, before = _eligible(workspace, spec, labels, quality, holding_pii, taxonomy is not None, on_progress)
+        candidates = best_scored(unique, spec)
+        if spec.top_quality is not None:
+            funnel["top_quality"] = len(candidates)
         selected = sample(candidates, spec)
         inputs = fingerprint(spec.model_dump(), candidates, selected)
         held = workspace.runs.find_result("select", inputs)  # the same spec over the same eligible documents
+        scored = [quality[doc_id] for doc_id in labels if doc_id in quality]
         selection = Selection(
             run_id=held["id"] if held else run.id,
-            taxonomy_version=taxonomy.version,
+            taxonomy_version=taxonomy.version if taxonomy else None,
             selected=selected,
             funnel={**funnel, "selected": len(selected)},
             before=before,
             after=_distribution(selected),
             out=out_path,
-            quality_origins=dict(Counter(row["origin"] for row in quality.values())),
+            quality_sources={s: n for s in spec.quality_precedence if (n := sum(r["source"] == s for r in scored))},
+            quality_origins=dict(Counter(row["origin"] for row in scored).most_common()),
             shortfall=_shortfall(spec, selected, candidates),
         )
         if selection.shortfall:
             run.record_issue("select", selection.shortfall, "size" if spec.size is not None else "token_budget")
         if held is None:  # else that run recorded this very selection
-            _record(workspace, selection)
+            record_selection(workspace, selection.run_id, selected)
         if out_path is not None:
             write_selection(workspace, selected, out_path, out_format)
         run.stats = selection.stats() | {"inputs": inputs} | ({"unchanged": f"selection {held['id']}"} if held else {})
     return selection
+
+
+def _taxonomy_to_select_by(workspace: Workspace, spec: SelectionSpec) -> Taxonomy | None:
+    """The taxonomy whose labels the selection goes by; None for a selection by quality alone, which
+    ``by_label=None`` means when the workspace has no taxonomy."""
+    store = TaxonomyStore(workspace)
+    by_label = spec.by_label if spec.by_label is not None else spec.taxonomy_version is not None or bool(store.all())
+    if by_label:
+        return store.get(spec.taxonomy_version)
+    if spec.taxonomy_version is not None:
+        raise SelectionError(f"taxonomy version {spec.taxonomy_version} given for a selection by quality alone (by_label=False)")
+    if spec.label_rules():
+        why = "the workspace has no taxonomy" if spec.by_label is None else "it was asked for by quality alone"
+        raise SelectionError(
+            f"{', '.join(spec.label_rules())} share documents across labels, but this selection goes by quality alone "
+            f"({why}): use --min-quality, --top-quality, --size or --token-budget"
+        )
+    return None
+
+
+def _labels(workspace: Workspace, spec: SelectionSpec, taxonomy: Taxonomy) -> dict[str, dict[str, Any]]:
+    labels = resolve_labels(workspace, taxonomy.version, spec.precedence)
+    if not labels:
+        raise SelectionError(
+            f"no document has a label for taxonomy version {taxonomy.version} from sources {list(spec.precedence)}; "
+            "label documents first, or select by quality alone (--no-labels)"
+        )
+    _check_label_names(spec, set(taxonomy.names) | {OTHER_LABEL} | {row["label"] for row in labels.values()})
+    return labels
+
+
+def _one_label(quality: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Selection by quality alone: every scored document under the pseudo-label ``(all)``, its source
+    that of its score."""
+    return {doc_id: {"label": ALL_LABEL, "source": row["source"]} for doc_id, row in quality.items()}
+
+
+def _quality_scores(workspace: Workspace, spec: SelectionSpec, by_label: bool) -> dict[str, dict[str, Any]]:
+    """Each document's quality score row, when a rule needs scores (else none are read)."""
+    needs = [reason for reason, given in (("min_quality is set", spec.min_quality is not None),
+             ("top_quality is set", spec.top_quality is not None), ("the selection goes by quality alone", not by_label)) if given]  # fmt: skip
+    if not needs:
+        return {}
+    quality = resolve_quality(workspace, spec.quality_origin, spec.quality_precedence)
+    if not quality:
+        raise SelectionError(
+            f"{' and '.join(needs)} but no document has a quality score"
+            + (f" with origin {spec.quality_origin!r}*" if spec.quality_origin else "")
+            + f" from sources {', '.join(spec.quality_precedence)}; score documents first (tnt score quality), "
+            "or tag them with a distilled quality model (tnt train --target quality, then tnt tag --corpus)"
+        )
+    return quality
+
+
+def best_scored(candidates: list[EligibleDocument], spec: SelectionSpec) -> list[EligibleDocument]:
+    """The ``top_quality`` best-scored candidates (all of them without it), ties by seeded rank."""
+    keep = spec.top_quality_count(len(candidates))
+    if keep is None:
+        return candidates
+    return sorted(candidates, key=lambda c: (-c.quality, rank_key(spec.seed, c.doc_id)))[:keep]
 
 
 def _shortfall(spec: SelectionSpec, selected: list[EligibleDocument], candidates: list[EligibleDocument]) -> str | None:
@@ -445,9 +528,11 @@ def _eligible(
     labels: dict[str, dict[str, Any]],
     quality: dict[str, dict[str, Any]],
     holding_pii: set[str],
+    by_label: bool,
     on_progress: Callable[[int], None] | None,
 ) -> tuple[list[EligibleDocument], dict[str, int], dict[str, dict[str, int]]]:
-    """One pass over the corpus: label, quality floor, PII, token count and duplicate check per document."""
+    """One pass over the corpus: label, quality floor, PII, token count and duplicate check per document.
+    With ``quality`` (read when a rule needs scores), documents without a score are left out."""
     count_tokens = token_counter(spec.tokenizer)
     dedup = Deduplicator(spec.dedup == "near", spec.near_dup_threshold, spec.num_perm, spec.shingle_chars)
     funnel = Counter()
@@ -463,9 +548,9 @@ def _eligible(
             score = quality[doc_id]["score"] if doc_id in quality else None
             candidate = EligibleDocument(doc_id, row["label"], row["source"], n_tokens, score)
             before.append(candidate)
-            if spec.min_quality is None or (score is not None and score >= spec.min_quality):
+            if not quality or (score is not None and (spec.min_quality is None or score >= spec.min_quality)):
                 passing.append((candidate, text))
-        funnel["labelled"] += len(labelled)
+        funnel["labelled" if by_label else "scored"] += len(labelled)
         funnel["quality_ok"] += len(passing)
         passing = [(candidate, text) for candidate, text in passing if candidate.doc_id not in holding_pii]
         funnel["without_pii"] += len(passing)
@@ -478,7 +563,7 @@ def _eligible(
         if on_progress:
             on_progress(len(batch))
     funnel["unique"] = len(candidates)
-    order = ["documents", "labelled", "quality_ok", *(["without_pii"] if spec.drop_pii else []), "exact_duplicates"]
+    order = ["documents", "labelled" if by_label else "scored", "quality_ok", *(["without_pii"] if spec.drop_pii else []), "exact_duplicates"]
     order += ["near_duplicates", "unique"]
     return candidates, {key: funnel[key] for key in order}, _distribution(before)
 
@@ -489,111 +574,3 @@ def _distribution(candidates: Iterable[EligibleDocument]) -> dict[str, dict[str,
         totals[candidate.label]["docs"] += 1
         totals[candidate.label]["tokens"] += candidate.tokens
     return dict(sorted(totals.items()))
-
-
-# Storage and output
-
-
-def _record(workspace: Workspace, selection: Selection) -> None:
-    rows = (
-        {"run_id": selection.run_id, "position": position, **asdict(candidate)}
-        for position, candidate in enumerate(selection.selected)
-    )
-    with workspace.write():
-        workspace.db["selections"].insert_all(rows, batch_size=BATCH_SIZE)
-
-
-def load_selection(workspace: Workspace, run_id: str | None = None) -> tuple[dict[str, Any], list[EligibleDocument]] | None:
-    """A recorded selection (its run and its documents in output order); without a run id, the
-    latest completed one, or None when there is none."""
-    if run_id is None:
-        completed = [run for run in workspace.runs.list("select") if run["status"] == "completed"]
-        if not completed:
-            return None
-        run_id = completed[-1]["id"]
-    run = workspace.runs.get(run_id)
-    if run["kind"] != "select":
-        raise SelectionError(f"run {run['id']} is a {run['kind']!r} run, not a selection")
-    rows = workspace.db["selections"].rows_where("run_id = ?", [run["stats"].get("selection", run["id"])], order_by="position")
-    fields = EligibleDocument.__dataclass_fields__
-    return run, [EligibleDocument(**{k: row[k] for k in fields}) for row in rows]
-
-
-def output_format(path: Path) -> str:
-    try:
-        return OUTPUT_FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise SelectionError(
-            f"{path}: unknown output format {path.suffix!r}; use .txt (ids), .jsonl or .parquet"
-        ) from None
-
-
-def write_selection(workspace: Workspace, selected: list[EligibleDocument], path: Path, fmt: str | None = None) -> Path:
-    """Write ids (one per line), or the documents with label, quality and tokens as JSONL or Parquet.
-
-    Written beside the target and renamed when complete, so a crash never leaves half a file.
-    """
-    fmt = fmt or output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    if fmt == "ids":
-        partial.write_text("".join(f"{c.doc_id}\n" for c in selected), encoding="utf-8")
-    elif fmt == "jsonl":
-        with partial.open("w", encoding="utf-8") as handle:
-            for record in selection_records(workspace, selected):
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    else:
-        write_parquet(partial, selection_records(workspace, selected), _selection_schema())
-    partial.replace(path)
-    return path
-
-
-def selection_records(workspace: Workspace, selected: list[EligibleDocument]) -> Iterator[dict[str, Any]]:
-    """The selected documents with their text, label, label source, quality and tokens, in order."""
-    documents = DocumentStore(workspace).iter_batches(BATCH_SIZE, ids=[c.doc_id for c in selected])
-    for candidate, document in zip(selected, (doc for batch in documents for doc in batch), strict=True):
-        yield {
-            "id": candidate.doc_id,
-            "text": document.text,
-            "label": candidate.label,
-            "label_source": candidate.source,
-            "quality": candidate.quality,
-            "tokens": candidate.tokens,
-        }
-
-
-def _selection_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("text", pa.string()),
-            ("label", pa.string()),
-            ("label_source", pa.string()),
-            ("quality", pa.float64()),
-            ("tokens", pa.int64()),
-        ]
-    )
-
-
-def write_parquet(path: Path, records: Iterable[dict[str, Any]], schema: pa.Schema) -> None:
-    import pyarrow.parquet as pq
-
-    with pq.ParquetWriter(path, schema) as writer:
-        for batch in record_batches(records, schema):
-            writer.write_batch(batch)
-
-
-def record_batches(records: Iterable[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Records as Arrow batches of ``BATCH_SIZE``, so memory stays bounded by a batch. The last batch
-    may be empty: a file of no records still has its columns."""
-    import pyarrow as pa
-
-    batch: list[dict[str, Any]] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == BATCH_SIZE:
-            yield pa.RecordBatch.from_pylist(batch, schema=schema)
-            batch = []
-    yield pa.RecordBatch.from_pylist(batch, schema=schema)

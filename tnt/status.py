@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tnt.distill.store import ModelInfo, latest_model
 from tnt.labels.pending import PendingLabels
-from tnt.labels.store import SOURCES
+from tnt.labels.store import SOURCES, LabelStore
 from tnt.llm.log import call_summary
 from tnt.review.labelstudio import ProjectLinks
 from tnt.taxonomy.store import Taxonomy, TaxonomyStore
@@ -93,11 +93,12 @@ def _describe_version(workspace: Workspace, status: WorkspaceStatus, versions: l
     assert current.version is not None
     status.taxonomy_version = current.version
     status.lineage = _lineage(current, by_version)
-    status.labeled = labeled_documents(workspace, current.version)
+    labels = {source: LabelStore(workspace).current(current.version, source) for source in SOURCES}
+    status.labeled = {source: len(rows) for source, rows in labels.items()}
     status.pending = pending_counts(workspace, current.version)
     model = latest_model(workspace, current.version)
     status.model = model.id if model else None
-    status.stale = stale_items(workspace, current, model)
+    status.stale = stale_items(workspace, current, labels, model)
 
 
 def _lineage(current: Taxonomy, by_version: dict[int | None, Taxonomy]) -> list[Step]:
@@ -120,16 +121,6 @@ def pending_counts(workspace: Workspace, version: int) -> dict[str, dict[str, in
     return {source: by_reason for source, by_reason in counts.items() if by_reason}
 
 
-def labeled_documents(workspace: Workspace, version: int) -> dict[str, int]:
-    """Documents with a live label under the version, per source (every source listed, 0 included)."""
-    rows = workspace.db.execute(
-        "select source, count(distinct doc_id) from labels where taxonomy_version = ? and retracted_at is null "
-        "group by source",
-        [version],
-    )
-    return {source: 0 for source in SOURCES} | dict(rows.fetchall())
-
-
 def _spend(workspace: Workspace) -> Spend:
     rows = call_summary(workspace)
     return Spend(
@@ -142,17 +133,20 @@ def _spend(workspace: Workspace) -> Spend:
 # What is stale
 
 
-def stale_items(workspace: Workspace, current: Taxonomy, model: ModelInfo | None) -> list[Stale]:
+CurrentLabels = dict[str, dict[str, dict[str, Any]]]  # source -> doc_id -> its current label row
+
+
+def stale_items(workspace: Workspace, current: Taxonomy, labels: CurrentLabels, model: ModelInfo | None) -> list[Stale]:
     assert current.version is not None
     found: list[Stale] = []
-    if needs_migration(workspace, current):
+    if needs_migration(workspace, current, labels):
         found.append(Stale(
             "migration",
             f"v{current.parent} has labels that were not carried to v{current.version}: "
             f"run `tnt taxonomy migrate {current.version}`",
         ))  # fmt: skip
-    if model is not None and (newest := newest_label_change(workspace, current.version)) and newest > model.created_at:
-        found.append(Stale("model", f"model {model.id} is older than the labels of v{current.version} (changed {newest})"))
+    if model is not None and (newest := newest_label(labels)) and newest > model.created_at:
+        found.append(Stale("model", f"model {model.id} is older than the labels of v{current.version} (newest {newest})"))
     links = ProjectLinks(workspace).all()
     if links and not any(link.taxonomy_version == current.version for link in links):
         older = ", ".join(f"{link.project_id} (v{link.taxonomy_version})" for link in links)
@@ -163,7 +157,7 @@ def stale_items(workspace: Workspace, current: Taxonomy, model: ModelInfo | None
     return found
 
 
-def needs_migration(workspace: Workspace, taxonomy: Taxonomy) -> bool:
+def needs_migration(workspace: Workspace, taxonomy: Taxonomy, labels: CurrentLabels) -> bool:
     """The version's parent has labels, and no migration ran for the version or carried any of them."""
     if taxonomy.parent is None or not workspace.labels.count(taxonomy.parent):
         return False
@@ -171,18 +165,13 @@ def needs_migration(workspace: Workspace, taxonomy: Taxonomy) -> bool:
         run["status"] == "completed" and workspace.runs.get(run["id"])["params"].get("version") == taxonomy.version
         for run in workspace.runs.list(MIGRATE_RUN)
     )
-    carried = workspace.db["labels"].count_where("taxonomy_version = ? and migrated_from is not null", [taxonomy.version])
+    carried = any(row.get("migrated_from") is not None for rows in labels.values() for row in rows.values())
     return not (migrated or carried or PendingLabels(workspace).all(taxonomy.version))
 
 
-def newest_label_change(workspace: Workspace, version: int) -> str | None:
-    """When an LLM or human label of the version last changed (added or retracted): what a model learns."""
-    row = workspace.db.execute(
-        "select max(max(created_at), coalesce(max(retracted_at), '')) from labels "
-        "where taxonomy_version = ? and source in ('llm', 'human')",
-        [version],
-    ).fetchone()
-    return row[0] or None
+def newest_label(labels: CurrentLabels) -> str | None:
+    """When the newest current LLM or human label of the version was given: what a model learns."""
+    return max((row["created_at"] for source in ("llm", "human") for row in labels[source].values()), default=None)
 
 
 def latest_sample_run(workspace: Workspace, version: int) -> dict[str, Any] | None:
@@ -247,9 +236,7 @@ def review_due(workspace: Workspace, status: WorkspaceStatus) -> bool:
 
 def _tagged(workspace: Workspace, version: int, model_id: str) -> int:
     """Documents ``tnt tag --corpus`` labeled with the model."""
-    return workspace.db["labels"].count_where(
-        "taxonomy_version = ? and source = 'model' and origin = ? and retracted_at is null", [version, f"model:{model_id}"]
-    )
+    return len(LabelStore(workspace).current(version, "model", origins_like=f"model:{model_id}"))
 
 
 def _selected_since_tagging(workspace: Workspace) -> bool:

@@ -7,6 +7,7 @@ import typer
 from rich.table import Column, Table
 
 from tnt.cli.common import DryRunOption, WorkspaceOption, console, fail, llm_options, open_workspace
+from tnt.cli.taxonomy import NoMigrateOption, carry_labels
 
 if TYPE_CHECKING:
     from tnt.llm.gateway import LLMSettings
@@ -31,6 +32,7 @@ def discover(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the YAML to edit (default: discover-vN.yaml in the workspace).")] = None,
     taxonomy: Annotated[Optional[int], typer.Option("--taxonomy", "-t", help="Taxonomy version (default: latest).")] = None,
     model_id: Annotated[Optional[str], typer.Option("--model-id", help="The tagging model (default: the latest that tagged the corpus).")] = None,
+    no_migrate: NoMigrateOption = False,
     dry_run: DryRunOption = False,
     *,
     llm: "LLMSettings",
@@ -61,6 +63,8 @@ def discover(
         if accept:
             saved = accept_candidates(ws, discovery, parse_numbers(accept))
             console.print(f"Saved version {saved.version} (parent {saved.parent}) with {len(parse_numbers(accept))} new label(s)")
+            if not no_migrate:
+                carry_labels(ws, saved.version)
         else:
             console.print(f"Accept with `--accept 1,3`, or edit {path} and `tnt taxonomy import {path}`.")
 

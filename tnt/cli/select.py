@@ -1,4 +1,4 @@
-"""`tnt select`: choose a training selection from labels, quality scores and duplicates."""
+"""`tnt select`: choose a training selection from labels (or quality alone), quality scores and duplicates."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -39,6 +39,13 @@ def select(
     taxonomy: Annotated[
         int | None, typer.Option("--taxonomy", "-t", help="Taxonomy version (default: latest).")
     ] = None,
+    by_label: Annotated[
+        bool | None,
+        typer.Option(
+            "--by-label/--no-labels",
+            help="Go by a taxonomy's labels, or by quality alone (default: by label when the workspace has a taxonomy).",
+        ),
+    ] = None,
     quota: Annotated[
         list[str] | None, typer.Option("--quota", help="LABEL=N: exactly N documents of LABEL (repeatable).")
     ] = None,
@@ -61,6 +68,15 @@ def select(
     min_quality: Annotated[
         float | None, typer.Option("--min-quality", help="Drop documents scored below this (or not scored).")
     ] = None,
+    top_quality: Annotated[
+        str | None,
+        typer.Option(
+            "--top-quality", help="Keep the best-scored N documents, or P% of them, of those left after the floor and dedup."
+        ),
+    ] = None,
+    quality_precedence: Annotated[
+        str, typer.Option("--quality-precedence", help="Which quality-score source wins per document.")
+    ] = "human,llm,model",
     quality_origin: Annotated[
         str | None,
         typer.Option("--quality-origin", help="Use quality scores whose origin starts with this (e.g. ask-llm)."),
@@ -86,7 +102,7 @@ def select(
     ] = "human,model,llm",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling order.")] = 0,
 ) -> None:
-    """Select documents by label quotas/caps, temperature mix, quality floor, dedup and token budget."""
+    """Select documents by label quotas/caps, temperature mix, quality floor or top share, dedup and token budget."""
     from pydantic import ValidationError
 
     from tnt.corpus.store import DocumentStore
@@ -95,6 +111,7 @@ def select(
 
     try:
         spec = SelectionSpec(
+            by_label=by_label,
             taxonomy_version=taxonomy,
             quotas=parse_counts(quota or [], "--quota"),
             caps=parse_counts(cap or [], "--cap"),
@@ -103,12 +120,14 @@ def select(
             token_budget=token_budget,
             temperature=temperature,
             min_quality=min_quality,
+            top_quality=top_quality,
+            quality_precedence=_sources(quality_precedence),
             quality_origin=quality_origin,
             drop_pii=tuple(t.strip().upper() for t in (drop_pii or "").split(",") if t.strip()),
             dedup=dedup,
             near_dup_threshold=near_threshold,
             tokenizer=tokenizer,
-            precedence=tuple(s.strip() for s in precedence.split(",")),
+            precedence=_sources(precedence),
             seed=seed,
         )
     except ValidationError as exc:
@@ -116,16 +135,26 @@ def select(
     with open_workspace(workspace) as ws, progress() as bar:
         task = bar.add_task("select", total=DocumentStore(ws).count(), cost="")
         selection = run_select(ws, spec, out, on_progress=lambda n: bar.advance(task, n))
-    print_selection(selection)
+    print_selection(selection, "the workspace has no taxonomy" if by_label is None else "--no-labels")
     print_unchanged(ws)
 
 
-def print_selection(selection: "Selection") -> None:
-    console.print(f"[bold]Selection {selection.run_id}[/] (taxonomy version {selection.taxonomy_version})")
+def _sources(names: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in names.split(","))
+
+
+def print_selection(selection: "Selection", why_quality_alone: str) -> None:
+    made_by = f"taxonomy version {selection.taxonomy_version}" if selection.by_label else f"by quality alone: {why_quality_alone}"
+    console.print(f"[bold]Selection {selection.run_id}[/] ({made_by})")
     funnel = Table("step", Column("documents", justify="right"))
     for step, count in selection.funnel.items():
         funnel.add_row(step, f"{count:,}")
+        if step in ("labelled", "scored"):
+            for source, scored in selection.quality_sources.items():
+                funnel.add_row(f"  score from {source}", f"{scored:,}", style="dim")
     console.print(funnel)
+    if selection.quality_origins:
+        console.print("Scores by origin: " + ", ".join(f"{origin} {n:,}" for origin, n in selection.quality_origins.items()))
     numbers = ("docs before", "share", "docs after", "share", "tokens before", "tokens after")
     table = Table(Column("label", overflow="fold"), *(Column(name, justify="right") for name in numbers))
     totals = {name: _total(dist) for name, dist in (("before", selection.before), ("after", selection.after))}

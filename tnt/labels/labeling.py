@@ -308,8 +308,8 @@ def _labeling_plan(
     refresh: bool = False,
     pending: PendingSelection | None = None,
 ) -> tuple[Labeler, list[str], set[str]]:
-    """The labeler, the selected ids (deduplicated) and those already labeled the same way (none
-    when ``refresh``: every selected document is asked again). With ``pending``, documents the LLM
+    """The labeler, the selected ids (deduplicated) and those already labeled the same way or carried
+    from the parent version (none when ``refresh``: every selected document is asked again). With ``pending``, documents the LLM
     labeled since they became pending are done too, and a split label's documents are offered its parts."""
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     offered = pending.offered if pending else None
@@ -324,7 +324,14 @@ def _labeling_plan(
         origin=labeler.origin,
         prompt_hashes=labeler.prompt_hashes(batch_size > 1),
     ) & set(selected)
-    return labeler, selected, done | (pending.answered & set(selected) if pending else set())
+    return labeler, selected, done | _carried(workspace, taxonomy.version, selected) | (pending.answered & set(selected) if pending else set())
+
+
+def _carried(workspace: Workspace, version: int | None, doc_ids: Sequence[str]) -> set[str]:
+    """Documents whose LLM label a migration carried from the parent version: their meaning survived,
+    so asking again would pay for an answer already held (``refresh`` asks anyway)."""
+    rows = LabelStore(workspace).current(version, "llm", doc_ids=list(doc_ids))
+    return {doc_id for doc_id, row in rows.items() if row.get("migrated_from") is not None}
 
 
 def _attempts(
