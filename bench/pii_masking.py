@@ -22,14 +22,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.test_pii import planted_documents  # noqa: E402
-from tnt import pii  # noqa: E402
-from tnt.corpus.store import Document  # noqa: E402
-from tnt.labels.labeling import Labeler  # noqa: E402
-from tnt.llm.gateway import Gateway, LLMSettings  # noqa: E402
-from tnt.llm.prompts import PromptLibrary  # noqa: E402
-from tnt.taxonomy.store import Taxonomy, TaxonomyLabel  # noqa: E402
-from tnt.workspace import Workspace  # noqa: E402
+from tests.test_pii import planted_documents
+from tnt import pii
+from tnt.corpus.store import Document
+from tnt.labels.labeling import Labeler
+from tnt.llm.gateway import Gateway, LLMSettings
+from tnt.llm.prompts import PromptLibrary
+from tnt.taxonomy.store import Taxonomy, TaxonomyLabel
+from tnt.workspace import Workspace
 
 DATA = REPO_ROOT / "data" / "banking77"
 

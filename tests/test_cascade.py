@@ -43,6 +43,7 @@ def cascade(banking77) -> CascadeClassifier:
     return CascadeClassifier().fit(texts, labels)
 
 
+@pytest.mark.slow
 def test_cascade_takes_the_encoder_label_where_the_encoder_ran_and_the_cheap_one_elsewhere(cascade, banking77):
     texts, gold = subset(banking77["test"])
     assert cascade.cheap is not None and cascade.expensive is not None
@@ -63,6 +64,7 @@ def test_cascade_takes_the_encoder_label_where_the_encoder_ran_and_the_cheap_one
     assert np.mean(cascade.predict(texts) == np.array(gold)) >= encoder_accuracy - 0.02  # a little test noise allowed
 
 
+@pytest.mark.slow
 def test_saved_cascade_tags_files_and_counts_each_path(cascade, banking77, tmp_path):
     texts = subset(banking77["test"])[0][:400]
     cascade.save(tmp_path / "cascade")
@@ -77,6 +79,7 @@ def test_saved_cascade_tags_files_and_counts_each_path(cascade, banking77, tmp_p
     assert summary.routes == {"cheap": len(texts) - routed, "encoder": routed, "encoder_share": round(routed / len(texts), 4)}
 
 
+@pytest.mark.slow
 def test_train_cascade_records_the_paths_taken_on_held_out_labels(workspace, tmp_path, banking77):
     version = fill_workspace(workspace, tmp_path, banking_rows(banking77, 50), n_human=0, llm_noise=0.0)
     report = train(workspace, version, kind="cascade", device="cpu")

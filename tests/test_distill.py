@@ -172,6 +172,7 @@ def test_train_evaluates_on_human_labels_and_reports_llm_agreement(workspace, tm
     assert run["kind"] == "train" and run["status"] == "completed" and run["stats"]["model"] == info.id and m_run
 
 
+@pytest.mark.slow
 def test_registered_model_is_refitted_on_every_label(workspace, tmp_path, banking77):
     """Evaluated on the held-out share, but the model registered learned from all labels, held-out ones too."""
     rows = banking_rows(banking77, 30)

@@ -161,7 +161,7 @@ def test_a_refined_versions_project_carries_peoples_labels_and_puts_split_ones_f
     store_llm_labels(workspace, parent.version, gold)
     ls = client(label_studio.url, label_studio.api_key)
     reviewed = list(gold)[::2]
-    old = push(workspace, ls, reviewed, taxonomy_version=parent.version, predictions=False)
+    old = push(workspace, ls, reviewed, taxonomy_version=parent.version, title="refined v1", predictions=False)
     for task in ls.tasks.list(project=old.project_id, fields="task_only"):
         ls.annotations.create(id=task.id, result=choices(gold[task.data["tnt_doc_id"]]))
     assert pull(workspace, ls, old.project_id).added == len(reviewed) == 9
@@ -173,13 +173,14 @@ def test_a_refined_versions_project_carries_peoples_labels_and_puts_split_ones_f
     sample = sample_for_review(workspace, 6, taxonomy_version=child.version)
     assert [p.doc_id for p in sample.picks if p.reason == "migration"] == split == [p.doc_id for p in sample.picks[:3]]
 
-    command = ["ls", "push", "-w", str(workspace.directory), "-t", str(child.version), "--no-predictions", "--url", label_studio.url]
+    command = ["ls", "push", "-w", str(workspace.directory), "-t", str(child.version), "--title", "refined v2",
+               "--no-predictions", "--url", label_studio.url]  # fmt: skip
     env = {"LABEL_STUDIO_API_KEY": label_studio.api_key}
     shown = CliRunner().invoke(app, command, env=env)
     assert shown.exit_code == 0, shown.output
     assert f"12 task(s) imported ({len(carried)} with a carried human label), 0 already there" in shown.output
     assert "label-studio" not in {item.kind for item in workspace_status(workspace).stale}  # v2 has its project now
-    (project,) = [p for p in ls.projects.list() if p.title == f"tnt taxonomy v{child.version}"]
+    (project,) = [p for p in ls.projects.list() if p.title == "refined v2"]
     assert project.label_config == label_config(child)
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda task: task.id)
     assert [t.data["tnt_doc_id"] for t in tasks[:3]] == split and {t.data["tnt_review_reason"] for t in tasks[:3]} == {"migration"}

@@ -122,8 +122,10 @@ def test_with_a_classifier_disagreements_between_it_and_the_llm_are_sampled(work
     taxonomy, gold, texts = banking_workspace(workspace, tmp_path, categories=4, per_category=15)
     names = taxonomy.names
     noisy = {d: (names[(names.index(label) + 1) % 4] if i % 5 == 0 else label) for i, (d, label) in enumerate(gold.items())}
-    store_llm_labels(workspace, taxonomy.version, noisy)
+    seen_in_training = {d: l for i, (d, l) in enumerate(noisy.items()) if i % 3}  # the tagger refits on every label:
+    store_llm_labels(workspace, taxonomy.version, seen_in_training)  # it disagrees on documents it never saw
     model = train_model(workspace, taxonomy_version=taxonomy.version, kind="hashing-linear").model
+    store_llm_labels(workspace, taxonomy.version, {d: l for d, l in noisy.items() if d not in seen_in_training})
     sample = sample_for_review(workspace, 20, taxonomy_version=taxonomy.version)
     assert sample.classifier == model.id
     predicted = dict(zip(gold, load_model(workspace, model.id).predict(list(texts.values()))))

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.llm_server import Reply
-from tests.test_label import documents_in
+from tests.test_label import documents_in, setup_corpus
 from tests.test_label_cli import invoke, llm_options, row
 from tests.test_quality import yes_no_alternatives
 from tnt.corpus.store import DocumentStore
 from tnt.distill.tag import tag_corpus
 from tnt.distill.train import train
 from tnt.labels.quality import origin_prefix, score_quality
-from tnt.labels.store import LabelStore
+from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import LLMSettings
 from tnt.metrics import regression_metrics
 from tnt.select import ALL_LABEL, SelectionError, SelectionSpec, select
@@ -71,23 +71,23 @@ def read_ids(path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_top_quality_without_a_taxonomy_keeps_exactly_the_best_share_by_score(workspace, tmp_path, llm_server, banking77):
-    intents = ingest(workspace, tmp_path, list(dict(banking77["train"][::4]).items())[:2000])
+    intents = ingest(workspace, tmp_path, list(dict(banking77["train"][::8]).items())[:1000])
     server = llm_server(Judge(workspace, intents))
     ws = str(workspace.directory)
     scored = invoke("score", "quality", "-w", ws, "--all", *llm_options(server))
     assert scored.exit_code == 0, scored.output
     scores = llm_scores(workspace)
-    assert len(scores) == 2000 and len(set(scores.values())) > 1000  # P(yes) varies by document
+    assert len(scores) == 1000 and len(set(scores.values())) > 900  # P(yes) varies by document
 
     result = invoke("select", "-w", ws, "--top-quality", "10%", "--dedup", "none", "--out", str(tmp_path / "top.txt"))
     assert result.exit_code == 0, result.output
     ranked = sorted(scores.values(), reverse=True)
-    assert ranked[199] > ranked[200]  # no tie at the boundary: the best 200 are one set
-    best = {doc_id for doc_id, score in scores.items() if score >= ranked[199]}
+    assert ranked[99] > ranked[100]  # no tie at the boundary: the best 100 are one set
+    best = {doc_id for doc_id, score in scores.items() if score >= ranked[99]}
     assert set(read_ids(tmp_path / "top.txt")) == best
     assert "by quality alone: the workspace has no taxonomy" in result.output
     assert [row(result.output, step) for step in ("scored", "score from llm", "quality_ok", "top_quality", "selected")] == [
-        "2,000", "2,000", "2,000", "200", "200",
+        "1,000", "1,000", "1,000", "100", "100",
     ]  # fmt: skip
     assert ALL_LABEL in result.output
 
@@ -95,13 +95,15 @@ def test_top_quality_without_a_taxonomy_keeps_exactly_the_best_share_by_score(wo
     assert "unchanged: selection" in again.output  # a rerun stores nothing new
 
     # The floor applies first, then dedup, then the top share of what is left; --size samples from it.
-    floor = ranked[1500]
-    selection = select(workspace, SelectionSpec(min_quality=floor, top_quality="10%", size=50, seed=3))
+    floor = ranked[700]
+    selection = select(workspace, SelectionSpec(min_quality=floor, top_quality="10%", size=30, seed=3))
     assert selection.funnel["quality_ok"] == sum(score >= floor for score in scores.values())
     assert selection.funnel["top_quality"] == math.ceil(selection.funnel["unique"] / 10)
-    assert len(selection.selected) == 50 and all(c.quality >= ranked[199] - 1e-12 for c in selection.selected)
+    assert len(selection.selected) == 30 and all(c.quality >= ranked[99] - 1e-12 for c in selection.selected)
     assert {c.label for c in selection.selected} == {ALL_LABEL} and {c.source for c in selection.selected} == {"llm"}
 
+    by_label = invoke("select", "-w", ws, "--by-label", "--size", "10")
+    assert by_label.exit_code == 1 and "the workspace has no taxonomy yet" in by_label.output
     refused = invoke("select", "-w", ws, "--quota", "card_arrival=5", "--size", "10")
     assert refused.exit_code == 1
     assert "--quota share documents across labels" in refused.output and "no taxonomy" in refused.output
@@ -150,3 +152,32 @@ def test_llm_scores_where_there_are_any_else_the_distilled_quality_model(workspa
     assert f"{llm_origin} 1,300" in result.output and f"{model_origin} 1,700" in result.output
     model_first = select(workspace, SelectionSpec(quality_precedence=("model", "llm"), dedup="none"))
     assert model_first.quality_sources == {"model": 3000}
+
+
+def test_top_quality_among_labelled_documents_or_all_scored_ones_by_choice(workspace, tmp_path):
+    taxonomy, truth = setup_corpus(workspace, tmp_path, 60, n_labels=5)
+    documents = [doc for batch in DocumentStore(workspace).iter_batches() for doc in batch]
+    scores = {doc.id: round(0.01 + i / 61, 6) for i, doc in enumerate(reversed(documents))}
+    labelled = {doc.id: truth[doc.text] for doc in documents[:40]}
+    store = LabelStore(workspace)
+    store.add(LabelRecord(d, "llm", label, taxonomy.version) for d, label in labelled.items())
+    store.add(LabelRecord(d, "llm", score=s, origin="ask-llm:abc") for d, s in scores.items())
+    store.add([LabelRecord(documents[0].id, "human", score=0.0, origin="human:review")])  # a person's score wins
+
+    def best(ids: list[str], n: int) -> set[str]:
+        return set(sorted(ids, key=lambda d: -(0.0 if d == documents[0].id else scores[d]))[:n])
+
+    by_label = select(workspace, SelectionSpec(top_quality=10, dedup="none"))
+    assert by_label.taxonomy_version == taxonomy.version and by_label.funnel["labelled"] == 40
+    assert {c.doc_id for c in by_label.selected} == best(list(labelled), 10)
+    assert by_label.quality_sources == {"human": 1, "llm": 39}
+    alone = select(workspace, SelectionSpec(by_label=False, top_quality="25%", dedup="none"))
+    assert alone.taxonomy_version is None and alone.funnel["scored"] == 60
+    assert {c.doc_id for c in alone.selected} == best(list(scores), 15)
+    with pytest.raises(SelectionError, match="taxonomy version 1 given for a selection by quality alone"):
+        select(workspace, SelectionSpec(by_label=False, taxonomy_version=1))
+    with pytest.raises(ValueError, match="a percentage in \\(0, 100\\]"):
+        SelectionSpec(top_quality="120%")
+    result = invoke("select", "-w", str(workspace.directory), "--no-labels", "--top-quality", "25%", "--dedup", "none")
+    assert result.exit_code == 0, result.output
+    assert "by quality alone: --no-labels" in result.output and row(result.output, "selected") == "15"

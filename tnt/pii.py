@@ -16,6 +16,7 @@ pass through: ``name_detection()`` says which, and a warning is logged once per 
 
 from __future__ import annotations
 
+import _imp  # the interpreter's import lock (CPython's own module)
 import functools
 import json
 import logging
@@ -117,7 +118,11 @@ def analyzer() -> AnalyzerEngine:
 def _torch_hidden() -> Iterator[None]:
     """Presidio imports transformers, and spaCy's thinc imports torch, when installed, for NLP engines
     and models tnt does not use here: seconds, tens of seconds on a busy machine. Both imports are
-    guarded, so hide the two while Presidio loads (unless something has loaded them already)."""
+    guarded, so hide the two while Presidio loads (unless something has loaded them already).
+
+    The interpreter's import lock is held meanwhile, so another thread that imports anything (torch
+    for a tagger in `tnt serve`, say) waits for the few seconds instead of seeing torch hidden."""
+    _imp.acquire_lock()
     hidden = [name for name in HIDDEN_WHILE_LOADING if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
@@ -126,6 +131,7 @@ def _torch_hidden() -> Iterator[None]:
     finally:
         for name in hidden:
             del sys.modules[name]
+        _imp.release_lock()
 
 
 def _offline_recognizers() -> list[Any]:

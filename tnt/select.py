@@ -51,7 +51,7 @@ from tnt.labels.store import SOURCES, LabelStore
 from tnt.pii import documents_with
 from tnt.runs import fingerprint
 from tnt.selection_io import BATCH_SIZE, EligibleDocument, SelectionError, output_format, record_selection, write_selection
-from tnt.selection_io import load_selection as load_selection  # re-exported: callers read selections from here
+from tnt.selection_io import load_selection  # noqa: F401  (re-exported: callers read selections from here)
 from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 
 if TYPE_CHECKING:
