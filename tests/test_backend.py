@@ -184,6 +184,18 @@ def test_predict_serves_cached_llm_labels_as_validated_choices(workspace, corpus
                for r in results)  # fmt: skip
 
 
+def test_a_blind_task_gets_no_prediction_and_costs_nothing(workspace, corpus, llm_server):
+    taxonomy, gold, texts = corpus
+    server = llm_server(oracle({texts[d]: gold[d] for d in gold}))
+    llm = LLMSettings(model="openai/scripted", api_base=server.url, api_key="sk-test", backoff_base_s=0.01)
+    body = predict_body(taxonomy, ["d000", list(gold)[-1]], texts)
+    for task in body["tasks"]:
+        task["data"]["tnt_blind"] = True
+    results = make_client(workspace, llm=llm).post("/predict", json=body, headers=basic()).json()["results"]
+    assert [r["result"] for r in results] == [[], []] and all(r["model_version"].endswith("/blind") for r in results)
+    assert server.count == 0  # not even the uncached document went to the LLM
+
+
 def test_predict_labels_uncached_documents_through_the_llm(workspace, corpus, llm_server):
     taxonomy, gold, texts = corpus
     server = llm_server(oracle({texts[d]: gold[d] for d in gold}))

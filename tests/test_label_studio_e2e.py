@@ -75,12 +75,14 @@ def test_review_loop_through_a_real_label_studio(label_studio, workspace, tmp_pa
     server = llm_server(oracle(llm_answer))
     llm = LLMSettings(model="openai/scripted", api_base=server.url, api_key="sk-test", backoff_base_s=0.01)
     label_documents(workspace, version, list(gold)[:25], llm)
-    sample = sample_for_review(workspace, 20, taxonomy_version=version)
+    sample = sample_for_review(workspace, 20, taxonomy_version=version, blind_share=0.25)
     assert len(sample.picks) == 20 and set(sample.counts) <= {"least_confident", "stratified", "random"}
+    blind = {p.doc_id for p in sample.picks if p.detail.get("blind")}
+    assert len(blind) == 5
 
     ls = client(label_studio.url, label_studio.api_key)
     pushed = push(workspace, ls, [p.doc_id for p in sample.picks], taxonomy_version=version,
-                  reasons={p.doc_id: p.reason for p in sample.picks}, predictions=False)  # fmt: skip
+                  reasons={p.doc_id: p.reason for p in sample.picks}, predictions=False, blind=blind)  # fmt: skip
     assert pushed.created and pushed.imported == 20
     project = ls.projects.get(id=pushed.project_id)
     assert project.label_config == label_config(taxonomy) and project.task_number == 20
@@ -102,9 +104,12 @@ def test_review_loop_through_a_real_label_studio(label_studio, workspace, tmp_pa
         assert len(tasks) == 20
         llm_labels = LabelStore(workspace).current(version, "llm")
         for task in tasks:
+            doc_id = task.data["tnt_doc_id"]
+            if doc_id in blind:  # people see no prediction: the backend serves none for a blind task
+                assert task.data["tnt_blind"] is True and all(not p.result for p in task.predictions)
+                continue
             (prediction,) = task.predictions
             assert prediction.model_version == llm_version
-            doc_id = task.data["tnt_doc_id"]
             assert prediction.result[0]["value"]["choices"] == [llm_labels[doc_id]["label"]]
             assert task.data["tnt_review_reason"] in sample.counts
 
@@ -139,13 +144,18 @@ def test_review_loop_through_a_real_label_studio(label_studio, workspace, tmp_pa
         assert report.llm_vs_human.kappa is not None and report.llm_vs_human.accuracy < 1.0
         assert report.human_vs_human is not None and report.human_vs_human.documents == 3
         assert report.human_vs_human.accuracy == pytest.approx(2 / 3)
+        annotated_blind = len(blind & set(LabelStore(workspace).current(version, "human")) & set(llm_labels))
+        assert (report.llm_vs_human_blind.documents, report.llm_vs_human_shown.documents) == (annotated_blind, 11 - annotated_blind)
+        rows = CliRunner().invoke(app, ["review", "agreement", "-w", str(workspace.directory)]).output
+        assert "on blind tasks" in rows and "on tasks with a prediction shown" in rows
 
         # "Start training" in Label Studio: a new model, a new model_version, new predictions.
         ml_backend = ls.ml.list(project=project.id)[0]
         ls.ml.train(id=ml_backend.id)
         model = wait_for(lambda: latest_model(workspace, version), 120, "no model was trained")
         ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
-        versions = [{p.model_version for p in t.predictions} for t in ls.tasks.list(project=project.id, fields="all")]
+        versions = [{p.model_version for p in t.predictions if p.result}
+                    for t in ls.tasks.list(project=project.id, fields="all") if t.data["tnt_doc_id"] not in blind]  # fmt: skip
         assert all(v == {llm_version, f"tnt-v{version}/{model.id}"} for v in versions)
 
     # Pushing more documents attaches the newest model's predictions to the new tasks.
@@ -198,3 +208,34 @@ def test_a_refined_versions_project_carries_peoples_labels_and_puts_split_ones_f
     human = LabelStore(workspace).current(child.version, "human")
     assert {d: row["label"] for d, row in human.items()} == carried
     assert agreement(workspace, child.version).human_vs_human is None  # the imported annotation is the same person
+
+
+def test_an_audit_sample_goes_to_its_own_project_blind_and_only_once(label_studio, workspace, tmp_path):
+    from tnt.distill.model import DistilledClassifier
+    from tnt.distill.store import ModelStore
+    from tnt.distill.tag import tag_corpus
+    from tnt.review.audit import audit_report, push_audit, sample_for_audit
+
+    taxonomy, gold, texts = banking_workspace(workspace, tmp_path, categories=3, per_category=8)
+    fit = list(gold)[::2]
+    model = DistilledClassifier("hashing-linear").fit([texts[d] for d in fit], [gold[d] for d in fit])
+    tag_corpus(workspace, ModelStore(workspace).add(model, taxonomy.version, "label", {}, None).id)
+    sample = sample_for_audit(workspace, per_label=4)
+
+    ls = client(label_studio.url, label_studio.api_key)
+    first = push_audit(workspace, ls)
+    assert first.created and first.imported == len(sample.picks)
+    project = ls.projects.get(id=first.project_id)
+    assert project.title == f"tnt audit v{taxonomy.version}" and not ls.ml.list(project=project.id)
+    tasks = list(ls.tasks.list(project=project.id, fields="all"))
+    assert all(t.data["tnt_blind"] is True and not t.predictions for t in tasks)
+    again = push_audit(workspace, ls)
+    assert (again.created, again.imported, again.already_there) == (False, 0, len(sample.picks))
+    assert ls.projects.get(id=project.id).task_number == len(sample.picks)
+
+    for task in tasks:  # people label blind; the pull stores their labels
+        ls.annotations.create(id=task.id, result=choices(gold[task.data["tnt_doc_id"]]))
+    pull(workspace, ls, project.id)
+    report = audit_report(workspace)
+    assert report.audited == len(sample.picks)
+    assert all(row.precision is not None for row in report.labels if row.tagged)

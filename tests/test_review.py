@@ -270,3 +270,25 @@ def test_carried_human_labels_count_in_agreement_as_peoples_labels(workspace, tm
     LabelStore(workspace).add([LabelRecord(carried[0], "human", other, child.version, origin="label-studio:2/10")])
     second_person = agreement(workspace, child.version).human_vs_human
     assert second_person.documents == 1 and second_person.accuracy == 0.0
+
+
+def test_a_blind_share_is_marked_and_agreement_reports_blind_and_shown_apart(workspace, tmp_path):
+    taxonomy, gold, _ = banking_workspace(workspace, tmp_path, categories=4, per_category=10)
+    v = taxonomy.version
+    llm = {d: gold[d] if i % 4 else taxonomy.names[0] for i, d in enumerate(gold)}
+    store_llm_labels(workspace, v, llm)
+    sample = sample_for_review(workspace, 20, taxonomy_version=v, blind_share=0.25, seed=3)
+    blind = [p.doc_id for p in sample.picks if p.detail.get("blind")]
+    assert len(blind) == 5 and len(set(blind)) == 5
+    assert ReviewSamples(workspace).blind_doc_ids(v) == set(blind)
+    assert blind == [p.doc_id for p in ReviewSamples(workspace).latest(v) if p.detail.get("blind")]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        sample_for_review(workspace, 5, taxonomy_version=v, blind_share=1.5)
+
+    picked = [p.doc_id for p in sample.picks]
+    LabelStore(workspace).add(LabelRecord(d, "human", gold[d], v, origin=f"label-studio:1/{i}") for i, d in enumerate(picked))
+    report = agreement(workspace, v)
+    shown = [d for d in picked if d not in blind]
+    assert report.llm_vs_human_blind == compare_labels([gold[d] for d in blind], [llm[d] for d in blind])
+    assert report.llm_vs_human_shown == compare_labels([gold[d] for d in shown], [llm[d] for d in shown])
+    assert report.llm_vs_human.documents == 20

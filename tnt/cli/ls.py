@@ -98,6 +98,10 @@ def push(
         bool,
         typer.Option("--carried/--no-carried", help="Also import the documents whose human label a migration carried, annotated with it."),
     ] = True,
+    blind_share: Annotated[
+        float | None,
+        typer.Option("--blind-share", min=0, max=1, help="Send this share of the tasks without any prediction (default: as the review sample marked them)."),
+    ] = None,
     url: UrlOption = DEFAULT_URL,
     *,
     llm: "LLMSettings",
@@ -105,25 +109,29 @@ def push(
     """Create or update the project of a taxonomy version and import documents with tnt's predictions
     (and people's carried labels as annotations)."""
     from tnt.review.labelstudio_sync import push as push_documents
-    from tnt.review.sampling import ReviewSamples
+    from tnt.review.sampling import ReviewSamples, blind_doc_ids
 
     with open_workspace(workspace) as ws, label_studio(url) as ls:
         version = ws.taxonomies.get(taxonomy).version
         if ids:
             doc_ids = [line.strip() for line in ids.read_text(encoding="utf-8").splitlines() if line.strip()]
-            reasons = None
+            reasons, blind = None, set()
         else:
             picks = ReviewSamples(ws).latest(version)
             doc_ids, reasons = [p.doc_id for p in picks], {p.doc_id: p.reason for p in picks}
+            blind = {p.doc_id for p in picks if p.detail.get("blind")}
+        if blind_share is not None:
+            blind = blind_doc_ids(doc_ids, blind_share)
         result = push_documents(
             ws, ls, doc_ids, taxonomy_version=version, title=title, project_id=project, multi=multi,
-            settings=llm, reasons=reasons, predictions=predictions, carried=carried,
+            settings=llm, reasons=reasons, predictions=predictions, carried=carried, blind=blind,
         )
     verb = "Created" if result.created else "Updated"
     console.print(
         f"{verb} project {result.project_id}: {result.imported} task(s) imported"
         f"{f' ({result.annotated} with a carried human label)' if result.annotated else ''}, "
         f"{result.already_there} already there; predictions from {result.model_version}"
+        + (f"; {len(blind)} blind (no prediction shown)" if blind else "")
     )
 
 

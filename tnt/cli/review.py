@@ -40,13 +40,17 @@ def sample(
     ] = None,
     pool: Annotated[int, typer.Option("--pool", min=1, help="Unreviewed documents scored per sample.")] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed for ties and the candidate pool.")] = 0,
+    blind_share: Annotated[
+        float, typer.Option("--blind-share", min=0, max=1, help="Share of the tasks `tnt ls push` sends without any prediction.")
+    ] = 0.0,
 ) -> None:
     """Choose N unreviewed documents: LLM-vs-classifier disagreements, least confident, and every label; each with its reason."""
     from tnt.review.sampling import sample_for_review
 
     with open_workspace(workspace) as ws:
         try:
-            result = sample_for_review(ws, n, taxonomy_version=taxonomy, mix=parse_mix(mix) if mix else None, pool=pool, seed=seed)
+            result = sample_for_review(ws, n, taxonomy_version=taxonomy, mix=parse_mix(mix) if mix else None, pool=pool, seed=seed,
+                                       blind_share=blind_share)  # fmt: skip
         except ValueError as exc:
             fail(str(exc))
     scored_by = f"classifier {result.classifier}" if result.classifier else "no classifier yet (LLM labels only)"
@@ -55,7 +59,8 @@ def sample(
         f"Review sample {result.run_id}: {len(result.picks)} of {result.candidates} candidates "
         f"(taxonomy v{result.taxonomy_version}, {scored_by}): {reasons}"
     )
-    console.print("Push it to Label Studio with `tnt ls push`.")
+    blind = sum(bool(pick.detail.get("blind")) for pick in result.picks)
+    console.print(f"{blind} of them blind (pushed without a prediction). " * bool(blind) + "Push it to Label Studio with `tnt ls push`.")
 
 
 @app.command()
@@ -82,8 +87,9 @@ def agreement(
     if as_json:
         print(json.dumps(report.to_dict() | ({"reference": against.to_dict()} if against else {}), indent=2))
         return
-    pairs = [(name, pair) for name, pair in (("LLM vs human", report.llm_vs_human), ("human vs human", report.human_vs_human))
-             if pair is not None and (pair.documents or against is None)]  # fmt: skip
+    compared = (("LLM vs human", report.llm_vs_human), ("  on blind tasks", report.llm_vs_human_blind),
+                ("  on tasks with a prediction shown", report.llm_vs_human_shown), ("human vs human", report.human_vs_human))
+    pairs = [(name, pair) for name, pair in compared if pair is not None and (pair.documents or against is None)]  # fmt: skip
     if pairs:
         table = Table("comparison", "documents", "Cohen's κ", "accuracy", "macro-F1", title=f"Agreement, taxonomy v{report.taxonomy_version}")
         for name, pair in pairs:

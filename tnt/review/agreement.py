@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tnt.labels.store import LabelStore, reference_labels
 from tnt.metrics import classification_metrics, confusions, reference_agreement
+from tnt.review.sampling import ReviewSamples
 from tnt.select import DEFAULT_PRECEDENCE, resolve_labels
 from tnt.taxonomy.store import TaxonomyStore
 
@@ -36,6 +37,9 @@ class AgreementReport:
     taxonomy_version: int
     llm_vs_human: PairAgreement
     human_vs_human: PairAgreement | None  # documents annotated by more than one person
+    # LLM vs human on the tasks pushed blind (no prediction shown) and on the others; None without blind tasks
+    llm_vs_human_blind: PairAgreement | None = None
+    llm_vs_human_shown: PairAgreement | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,16 +77,24 @@ def compare_labels(reference: Sequence[str], other: Sequence[str]) -> PairAgreem
 
 def agreement(workspace: Workspace, taxonomy_version: int | None = None) -> AgreementReport:
     """LLM against people on every document both labeled (people's labels a migration carried to the
-    version included); people against each other where several annotated one document (first two
-    annotations, in order)."""
+    version included), and apart on the tasks pushed blind and the others when there are blind ones;
+    people against each other where several annotated one document (first two annotations, in order)."""
     version = TaxonomyStore(workspace).get(taxonomy_version).version
     assert version is not None
     labels = LabelStore(workspace)
     human = labels.current(version, "human")
     llm = labels.current(version, "llm")
     shared = [doc_id for doc_id in human if doc_id in llm]
-    llm_vs_human = compare_labels([human[d]["label"] for d in shared], [llm[d]["label"] for d in shared])
-    return AgreementReport(version, llm_vs_human, _human_vs_human(labels, version))
+    report = AgreementReport(version, _llm_vs_human(human, llm, shared), _human_vs_human(labels, version))
+    blind = ReviewSamples(workspace).blind_doc_ids(version)
+    if blind:  # how far showing a prediction sways people: the same comparison without it
+        report.llm_vs_human_blind = _llm_vs_human(human, llm, [d for d in shared if d in blind])
+        report.llm_vs_human_shown = _llm_vs_human(human, llm, [d for d in shared if d not in blind])
+    return report
+
+
+def _llm_vs_human(human: dict[str, dict[str, Any]], llm: dict[str, dict[str, Any]], doc_ids: Sequence[str]) -> PairAgreement:
+    return compare_labels([human[d]["label"] for d in doc_ids], [llm[d]["label"] for d in doc_ids])
 
 
 def _human_vs_human(labels: LabelStore, version: int) -> PairAgreement | None:

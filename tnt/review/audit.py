@@ -256,16 +256,17 @@ class AuditSamples:
 
 
 def push_audit(workspace: Workspace, ls: Any, taxonomy_version: int | None = None) -> Any:
-    """The latest audit sample into its own Label Studio project, with no prediction attached and no
-    backend to serve one, so people label blind. A second push adds only what is missing."""
-    from tnt.review.labelstudio import push
+    """The latest audit sample into its own Label Studio project, every task blind (no prediction
+    attached, none served by a backend), so people are not anchored. A second push adds only what is
+    missing."""
+    from tnt.review.labelstudio_sync import push
 
     sample = AuditSamples(workspace).latest(taxonomy_version)
     version = sample["taxonomy_version"]
     doc_ids = [pick.doc_id for pick in sample["picks"]]
     return push(
         workspace, ls, doc_ids, taxonomy_version=version, title=audit_project_title(version),
-        reasons=dict.fromkeys(doc_ids, AUDIT_REASON), predictions=False,
+        reasons=dict.fromkeys(doc_ids, AUDIT_REASON), predictions=False, carried=False, blind=set(doc_ids),
     )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ TEXT_FIELD = "text"
 DOC_ID_FIELD = "tnt_doc_id"
 VERSION_FIELD = "tnt_taxonomy_version"
 REASON_FIELD = "tnt_review_reason"
+BLIND_FIELD = "tnt_blind"  # a task people label without seeing any prediction
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 WEBHOOK_SECRET_HEADER = "X-Tnt-Webhook-Secret"
 ORIGIN_PREFIX = "label-studio"
@@ -170,6 +171,7 @@ class TaskText:
     task_id: int | None
     doc_id: str | None
     text: str
+    blind: bool = False  # pushed to be labeled without a prediction: none is ever served for it
 
 
 @dataclass(frozen=True)
@@ -278,10 +280,17 @@ def predict_results(
     """One Label Studio prediction per task, each validated against the project's config when given.
 
     A task tnt cannot label gets an empty result under a ``…/unavailable`` model version, so Label
-    Studio asks again next time instead of treating it as done; the reason is logged.
+    Studio asks again next time instead of treating it as done; the reason is logged. A blind task
+    gets an empty result too (``…/blind``), and no predictor sees it.
     """
+    shown = [task for task in tasks if not task.blind]
+    guesses = iter(predictor.predict(workspace, shown) if shown else [])
     results = []
-    for task, guess in zip(tasks, predictor.predict(workspace, tasks), strict=True):
+    for task in tasks:
+        if task.blind:
+            results.append({"result": [], "score": None, "model_version": f"{predictor.model_version}/blind"})
+            continue
+        guess = next(guesses)
         if isinstance(guess, NoGuess):
             log.warning("no prediction for task %s: %s", task.task_id, guess.reason)
             results.append({"result": [], "score": None, "model_version": f"{predictor.model_version}/unavailable"})
@@ -408,4 +417,4 @@ def task_doc_id(task: dict[str, Any]) -> str | None:
 
 def task_text(task: dict[str, Any]) -> TaskText:
     data = task.get("data") or {}
-    return TaskText(task.get("id"), task_doc_id(task), str(data.get(TEXT_FIELD) or ""))
+    return TaskText(task.get("id"), task_doc_id(task), str(data.get(TEXT_FIELD) or ""), bool(data.get(BLIND_FIELD)))

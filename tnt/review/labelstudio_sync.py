@@ -11,13 +11,14 @@ The tnt side of all this (label configs, predictions, annotations as labels) is
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tnt.labels.store import LabelStore
 from tnt.review.labelstudio import (
     API_KEY_ENV,
+    BLIND_FIELD,
     DOC_ID_FIELD,
     IMPORT_BATCH,
     ORIGIN_PREFIX,
@@ -83,12 +84,14 @@ def push(
     reasons: dict[str, str] | None = None,
     predictions: bool = True,
     carried: bool = True,
+    blind: Collection[str] = (),
 ) -> PushResult:
     """Create or update the project for a taxonomy version and import the documents not yet in it, in
     order, each with tnt's prediction attached (unless ``predictions`` is off: the backend serves them).
 
     With ``carried``, the documents whose human label a migration carried to the version follow,
     each with that label as an annotation (and no prediction: nothing is paid for a known label).
+    Documents in ``blind`` go without a prediction, marked so that the backend serves none either.
     """
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     assert taxonomy.version is not None
@@ -105,12 +108,12 @@ def push(
     reasons = {**{doc_id: CARRIED_REASON for doc_id in known}, **(reasons or {})}
     for start in range(0, len(new_ids), IMPORT_BATCH):  # a push cut short resumes: present tasks are skipped
         documents = workspace.documents.get(new_ids[start : start + IMPORT_BATCH])
-        to_predict = [TaskText(None, doc.id, doc.text) for doc in documents if doc.id not in known] if predictions else []
+        to_predict = [TaskText(None, doc.id, doc.text) for doc in documents if doc.id not in known and doc.id not in blind] if predictions else []
         results = predict_results(workspace, predictor, schema, to_predict, interface) if to_predict else []
         predicted = dict(zip([task.doc_id for task in to_predict], results))
         payload = [
             _task(doc.id, doc.text, taxonomy.version, reasons.get(doc.id, ""), predicted.get(doc.id),
-                  carried_annotation(known[doc.id], schema, interface) if doc.id in known else None)
+                  carried_annotation(known[doc.id], schema, interface) if doc.id in known else None, doc.id in blind)
             for doc in documents
         ]  # fmt: skip
         ls.projects.import_tasks(id=project.id, request=payload, return_task_ids=True)
@@ -133,9 +136,11 @@ def carried_annotation(row: dict[str, Any], schema: LabelSchema, interface: Labe
 
 def _task(
     doc_id: str, text: str, version: int, reason: str, prediction: dict[str, Any] | None,
-    annotation: dict[str, Any] | None,
+    annotation: dict[str, Any] | None, blind: bool = False,
 ) -> dict[str, Any]:
     data = {TEXT_FIELD: text, DOC_ID_FIELD: doc_id, VERSION_FIELD: version, REASON_FIELD: reason}
+    if blind:
+        data[BLIND_FIELD] = True
     task: dict[str, Any] = {"data": data, "predictions": [prediction] if prediction and prediction["result"] else []}
     if annotation is not None:
         task["annotations"] = [annotation]

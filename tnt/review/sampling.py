@@ -15,6 +15,7 @@ This module owns the ``review_samples`` table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -188,9 +189,13 @@ def sample_for_review(
     mix: dict[str, float] | None = None,
     pool: int = DEFAULT_POOL,
     seed: int = 0,
+    blind_share: float = 0.0,
 ) -> ReviewSample:
     """Choose ``n`` documents nobody has reviewed or been sent yet, and record why each was chosen.
-    Documents whose human label a migration split come first (reason ``migration``)."""
+    Documents whose human label a migration split come first (reason ``migration``). ``blind_share``
+    of the picks are marked blind (``detail["blind"]``): pushed without any prediction."""
+    if not 0 <= blind_share <= 1:
+        raise ValueError(f"the blind share must be between 0 and 1, not {blind_share}")
     taxonomy = TaxonomyStore(workspace).get(taxonomy_version)
     version = taxonomy.version
     assert version is not None
@@ -209,13 +214,26 @@ def sample_for_review(
     ]  # fmt: skip
     texts = {doc.id: doc.text for doc in documents}
     candidates, classifier = _with_classifier(workspace, version, candidates, texts, n, seed) if candidates else ([], None)
-    params = {"n": n, "taxonomy_version": version, "mix": normalised_mix(mix or DEFAULT_MIX), "seed": seed, "pool": pool}
+    params = {"n": n, "taxonomy_version": version, "mix": normalised_mix(mix or DEFAULT_MIX), "seed": seed, "pool": pool,
+              "blind_share": blind_share}  # fmt: skip
     with workspace.run("review-sample", params) as run:
-        picks = first + choose_for_review(candidates, n - len(first), mix, seed)
+        picks = with_blind_share(first + choose_for_review(candidates, n - len(first), mix, seed), blind_share, seed)
         ReviewSamples(workspace).save(run.id, version, picks)
         sample = ReviewSample(run.id, version, picks, len(candidates), classifier)
         run.stats = {"picked": len(picks), "candidates": len(candidates), "reasons": sample.counts, "classifier": classifier}
     return sample
+
+
+def blind_doc_ids(doc_ids: Sequence[str], share: float, seed: int = 0) -> set[str]:
+    """``share`` of the documents, chosen by a seeded hash of their ids: the same for a seed whatever
+    the order, and spread over every reason a sample holds."""
+    ranked = sorted(doc_ids, key=lambda doc_id: hashlib.sha256(f"{seed}:blind:{doc_id}".encode()).digest())
+    return set(ranked[: round(share * len(ranked))])
+
+
+def with_blind_share(picks: list[Pick], share: float, seed: int) -> list[Pick]:
+    blind = blind_doc_ids([pick.doc_id for pick in picks], share, seed)
+    return [replace(pick, detail={**pick.detail, "blind": True}) if pick.doc_id in blind else pick for pick in picks]
 
 
 def open_migration_reviews(workspace: Workspace, version: int) -> list[PendingLabel]:
@@ -262,6 +280,14 @@ class ReviewSamples:
 
     def doc_ids(self, taxonomy_version: int) -> set[str]:
         rows = self.db.execute("select doc_id from review_samples where taxonomy_version = ?", [taxonomy_version])
+        return {row[0] for row in rows}
+
+    def blind_doc_ids(self, taxonomy_version: int) -> set[str]:
+        """Documents any sample of the version sent to people without a prediction."""
+        rows = self.db.execute(
+            "select doc_id from review_samples where taxonomy_version = ? and json_extract(detail, '$.blind')",
+            [taxonomy_version],
+        )
         return {row[0] for row in rows}
 
     def latest(self, taxonomy_version: int | None = None) -> list[Pick]:
