@@ -14,6 +14,7 @@ from tnt.distill.model import DistilledClassifier
 from tnt.distill.store import ModelStore
 from tnt.distill.tag import tag_corpus
 from tnt.labels.store import LabelRecord, LabelStore
+from tnt.report import build_report
 from tnt.review.audit import (
     AuditSamples,
     audit_estimates,
@@ -122,6 +123,10 @@ def test_audit_through_the_workspace(workspace, banking77, tmp_path):
     as_json = json.loads(runner.invoke(app, ["audit", "report", *ws_args, "--json"]).output)
     assert as_json["audited"] == len(sample.picks) and len(as_json["labels"]) == len(report.labels)
     assert AuditSamples(workspace).latest()["run_id"] == sample.run_id
+
+    page = build_report(workspace, tmp_path / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('id="audit"') : page.index('id="reference"')]
+    assert f"{report.audited:,} documents checked blind" in section and "card_arrival" in section
 
     bad = runner.invoke(app, ["audit", "sample", *ws_args, "--per-label", "0"])
     assert bad.exit_code != 0 and "--per-label" in bad.output

@@ -22,6 +22,7 @@ from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelStore
 from tnt.metrics import classification_metrics, confusion
 from tnt.pii import pii_counts, scanned_count
+from tnt.review.audit import AuditReport, audit_report
 from tnt.review.agreement import ReferenceAgreement, agreement_with_reference, default_reference
 from tnt.runs import WorkspaceError, utc_now
 from tnt.select import (
@@ -140,7 +141,16 @@ def _context(workspace: Workspace, options: ReportOptions) -> dict[str, Any]:
         "hidden_labels": hidden,
         "costs": _costs(workspace),
         "pii": {"scanned": scanned_count(workspace), "counts": pii_counts(workspace)},
+        "audit": latest_audit(workspace, taxonomy.version),
     }
+
+
+def latest_audit(workspace: Workspace, version: int) -> AuditReport | None:
+    """The version's audit (``tnt audit``), when one was drawn and its model's tags are still there."""
+    try:
+        return audit_report(workspace, version)
+    except WorkspaceError:
+        return None
 
 
 def _selection_for(
