@@ -6,7 +6,8 @@ server (answering each document's intent from the labels offered) and 120 human 
 ``tests/test_migrate.py``. Then, each in a copy of that workspace, version 2 is imported with one
 change (a rename; a split of "lost_or_stolen" into its two intents), migrated, and the pending
 documents are labeled one per request. Prints, per change, the documents carried, pending and the
-requests sent, beside what `tnt label --all` plans for the same version.
+requests sent, beside a full relabel (what `tnt label --all` planned for the version before its
+migration).
 
     .venv/bin/python bench/migrate_requests.py
 """
@@ -61,7 +62,7 @@ def measure(base: Path, work: Path, name: str, edit, server: ScriptedLLMServer) 
         server.reset_counts()
         label_documents(ws, version, selection.doc_ids, settings_for(server), pending=selection)
         carried = sum(n for by_source in result.carried.values() for n in by_source.values())
-        return {"change": name, "carried": carried, "pending": result.pending, "sent": server.count, "--all plans": full}
+        return {"change": name, "carried": carried, "pending": result.pending, "sent": server.count, "full relabel": full}
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from tnt.distill.store import ModelStore
 from tnt.distill.tag import tag_corpus
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.report import build_report
+from tnt.select import SelectionSpec, select
 from tnt.review.audit import (
     AuditSamples,
     audit_estimates,
@@ -127,6 +129,16 @@ def test_audit_through_the_workspace(workspace, banking77, tmp_path):
     page = build_report(workspace, tmp_path / "report.html").read_text(encoding="utf-8")
     section = page[page.index('id="audit"') : page.index('id="reference"')]
     assert f"{report.audited:,} documents checked blind" in section and "card_arrival" in section
+
+    selection = select(workspace, SelectionSpec(size=60, dedup="none"))  # counts carry the audit's precision
+    picked = Counter((c.label, c.source) for c in selection.selected)
+    assert selection.expected_on_label
+    for label, numbers in selection.expected_on_label.items():
+        precision = report.by_label()[label].precision
+        assert numbers["expected"] == pytest.approx(picked[label, "human"] + picked[label, "model"] * precision.estimate)
+        assert numbers["low"] <= numbers["expected"] <= numbers["high"]
+    shown_selection = runner.invoke(app, ["select", *ws_args, "--size", "60", "--dedup", "none"])
+    assert shown_selection.exit_code == 0 and "expected truly on label" in shown_selection.output
 
     bad = runner.invoke(app, ["audit", "sample", *ws_args, "--per-label", "0"])
     assert bad.exit_code != 0 and "--per-label" in bad.output

@@ -151,6 +151,8 @@ class Selection:
     quality_sources: dict[str, int] = field(default_factory=dict)
     quality_origins: dict[str, int] = field(default_factory=dict)
     shortfall: str | None = None  # why the selection is smaller than asked, when it is
+    # label -> selected documents expected truly in it, with a 95 % interval, when the tags were audited
+    expected_on_label: dict[str, dict[str, float]] | None = None
 
     @property
     def by_label(self) -> bool:
@@ -173,6 +175,7 @@ class Selection:
             "quality_sources": self.quality_sources,
             "quality_origins": self.quality_origins,
             "shortfall": self.shortfall,
+            "expected_on_label": self.expected_on_label,
             "out": str(self.out) if self.out else None,
         }
 
@@ -432,6 +435,7 @@ def select(
             funnel={**funnel, "selected": len(selected)},
             before=before,
             after=_distribution(selected),
+            expected_on_label=_expected_on_label(workspace, taxonomy.version, selected) if taxonomy else None,
             out=out_path,
             quality_sources={s: n for s in spec.quality_precedence if (n := sum(r["source"] == s for r in scored))},
             quality_origins=dict(Counter(row["origin"] for row in scored).most_common()),
@@ -566,6 +570,12 @@ def _eligible(
     order = ["documents", "labelled" if by_label else "scored", "quality_ok", *(["without_pii"] if spec.drop_pii else []), "exact_duplicates"]
     order += ["near_duplicates", "unique"]
     return candidates, {key: funnel[key] for key in order}, _distribution(before)
+
+
+def _expected_on_label(workspace: Workspace, version: int, selected: list[EligibleDocument]) -> dict[str, dict[str, float]] | None:
+    from tnt.review.audit import expected_on_label
+
+    return expected_on_label(workspace, version, [(c.label, c.source) for c in selected])
 
 
 def _distribution(candidates: Iterable[EligibleDocument]) -> dict[str, dict[str, int]]:

@@ -87,8 +87,8 @@ def agreement(
     if as_json:
         print(json.dumps(report.to_dict() | ({"reference": against.to_dict()} if against else {}), indent=2))
         return
-    compared = (("LLM vs human", report.llm_vs_human), ("  on blind tasks", report.llm_vs_human_blind),
-                ("  on tasks with a prediction shown", report.llm_vs_human_shown), ("human vs human", report.human_vs_human))
+    compared = (("LLM vs human", report.llm_vs_human), ("  blind tasks", report.llm_vs_human_blind),
+                ("  prediction shown", report.llm_vs_human_shown), ("human vs human", report.human_vs_human))
     pairs = [(name, pair) for name, pair in compared if pair is not None and (pair.documents or against is None)]  # fmt: skip
     if pairs:
         table = Table("comparison", "documents", "Cohen's κ", "accuracy", "macro-F1", title=f"Agreement, taxonomy v{report.taxonomy_version}")

@@ -182,6 +182,8 @@ def print_selection(selection: "Selection", why_quality_alone: str) -> None:
         style="bold",
     )
     console.print(table)
+    if selection.expected_on_label:
+        print_expected_on_label(selection.expected_on_label)
     if selection.shortfall:
         console.print(f"[yellow]Note:[/] {selection.shortfall}.")
     if selection.out:
@@ -194,3 +196,12 @@ def _total(distribution: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def _share(counts: dict[str, int], total: dict[str, int]) -> str:
     return f"{100 * counts['docs'] / total['docs']:.1f} %" if total["docs"] else "-"
+
+
+def print_expected_on_label(expected: dict[str, dict[str, float]]) -> None:
+    table = Table("label", Column("selected, expected truly on label [95% CI]", justify="right"),
+                  title="From the audit (tnt audit): a tagger's label counts at its audited precision")  # fmt: skip
+    for label, numbers in expected.items():
+        note = f" ({numbers['unaudited_llm']:,} LLM labels counted as right)" if numbers["unaudited_llm"] else ""
+        table.add_row(label, f"{numbers['expected']:,.0f} [{numbers['low']:,.0f}–{numbers['high']:,.0f}]{note}")
+    console.print(table)

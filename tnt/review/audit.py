@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -272,3 +272,28 @@ def push_audit(workspace: Workspace, ls: Any, taxonomy_version: int | None = Non
 
 def audit_project_title(taxonomy_version: int) -> str:
     return f"tnt audit v{taxonomy_version}"
+
+
+def expected_on_label(
+    workspace: Workspace, taxonomy_version: int, selected: Iterable[tuple[str, str]]
+) -> dict[str, dict[str, float]] | None:
+    """Per label of a selection (``(label, source)`` per document), how many documents are expected to
+    truly be in it, from the latest audit: a person's label counts as right, a tagger's at the label's
+    audited precision and its interval; an LLM's label was not audited and counts as right, said apart.
+    None without an audit."""
+    try:
+        audited = audit_report(workspace, taxonomy_version).by_label()
+    except WorkspaceError:
+        return None
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for label, source in selected:
+        counts[label][source] += 1
+    expected: dict[str, dict[str, float]] = {}
+    for label, by_source in sorted(counts.items()):
+        precision = audited[label].precision if label in audited else None
+        if precision is None or not by_source["model"]:
+            continue
+        sure, tagged = by_source["human"] + by_source["llm"], by_source["model"]
+        expected[label] = {"expected": sure + tagged * precision.estimate, "low": sure + tagged * precision.low,
+                           "high": sure + tagged * precision.high, "unaudited_llm": by_source["llm"]}  # fmt: skip
+    return expected or None
