@@ -324,7 +324,10 @@ def test_new_human_labels_and_start_training_retrain_in_the_background(workspace
     after = client.post("/setup", json=schema, headers=basic()).json()["model_version"]
     assert after == f"tnt-v{taxonomy.version}/{first_model.id}" != before
 
-    # Label Studio's "Start training" button sends START_TRAINING (with basic auth) to the webhook.
+    # One more annotation (below retrain_every), then Label Studio's "Start training" button sends
+    # START_TRAINING (with basic auth) to the webhook. (Without a new label it would return the same model.)
+    client.post("/webhook", json=annotation_payload("ANNOTATION_CREATED", 4, "d030", gold["d030"]),
+                headers={WEBHOOK_SECRET_HEADER: SECRET})  # fmt: skip
     reply = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}, headers=basic())
     assert reply.json() == {"status": "training started"}
     backend.retrainer.wait(120)

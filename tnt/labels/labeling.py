@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from tnt.corpus.store import Document, DocumentStore, unique
+from tnt.labels.pending import PendingLabels, PendingSelection
 from tnt.labels.store import LabelRecord, LabelStore
 from tnt.llm.gateway import Gateway, LLMFailure, LLMSettings, Retry
 from tnt.llm.prompts import PromptLibrary
@@ -40,7 +41,6 @@ from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 from tnt.taxonomy.summarize import clip
 
 if TYPE_CHECKING:
-    from tnt.labels.pending import PendingSelection
     from tnt.workspace import Workspace
 
 LABEL_PROMPT = "label"
@@ -329,9 +329,11 @@ def _labeling_plan(
 
 def _carried(workspace: Workspace, version: int | None, doc_ids: Sequence[str]) -> set[str]:
     """Documents whose LLM label a migration carried from the parent version: their meaning survived,
-    so asking again would pay for an answer already held (``refresh`` asks anyway)."""
+    so asking again would pay for an answer already held (``refresh`` asks anyway). Not those still
+    pending (a carried label near an added one is asked again)."""
     rows = LabelStore(workspace).current(version, "llm", doc_ids=list(doc_ids))
-    return {doc_id for doc_id, row in rows.items() if row.get("migrated_from") is not None}
+    waiting = {item.doc_id for item in PendingLabels(workspace).open(version, "llm")} if version is not None else set()
+    return {doc_id for doc_id, row in rows.items() if row.get("migrated_from") is not None and doc_id not in waiting}
 
 
 def _attempts(
