@@ -29,6 +29,7 @@ from tnt.selection_io import (
     load_selection,
     record_batches,
     selection_records,
+    selection_schema,
     write_parquet,
 )
 from tnt.taxonomy.store import TaxonomyStore
@@ -268,17 +269,7 @@ def _dataset_records(workspace: Workspace, selected: list[EligibleDocument]) -> 
 def _dataset_schema() -> pa.Schema:
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("id", pa.string()),
-            ("text", pa.string()),
-            ("label", pa.string()),
-            ("label_source", pa.string()),
-            ("quality", pa.float64()),
-            ("tokens", pa.int64()),
-            ("meta", pa.string()),
-        ]
-    )
+    return selection_schema().append(pa.field("meta", pa.string()))  # meta: JSON text, its keys vary
 
 
 def _write_arrow(path: Path, records: Iterable[dict[str, Any]], schema: pa.Schema) -> None:

@@ -81,7 +81,7 @@ def write_selection(workspace: Workspace, selected: list[EligibleDocument], path
             for record in selection_records(workspace, selected):
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     else:
-        write_parquet(partial, selection_records(workspace, selected), _selection_schema())
+        write_parquet(partial, selection_records(workspace, selected), selection_schema())
     partial.replace(path)
     return path
 
@@ -100,7 +100,8 @@ def selection_records(workspace: Workspace, selected: list[EligibleDocument]) ->
         }
 
 
-def _selection_schema() -> pa.Schema:
+def selection_schema() -> pa.Schema:
+    """The columns of a selection written out (also the start of an exported dataset's)."""
     import pyarrow as pa
 
     return pa.schema(

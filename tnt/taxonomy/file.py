@@ -235,7 +235,8 @@ class TaxonomyDiff:
 
 
 def diff_taxonomies(old: Taxonomy, new: Taxonomy) -> TaxonomyDiff:
-    """Labels added, removed, renamed (a removed and an added label with the same description) and edited."""
+    """Labels added, removed, renamed (as the label map ``derive_label_map`` implies: a removed and an
+    added label with the same description) and edited."""
     before = {label.name: label for label in old.labels}
     after = {label.name: label for label in new.labels}
     diff = TaxonomyDiff(old.version, new.version)
@@ -244,17 +245,10 @@ def diff_taxonomies(old: Taxonomy, new: Taxonomy) -> TaxonomyDiff:
             a, b = getattr(before[name], attribute), getattr(after[name], attribute)
             if a != b:
                 diff.changed.append((name, attribute, a, b))
-    removed = [before[n] for n in before if n not in after]
-    added = [after[n] for n in after if n not in before]
-    by_description = {label.description: label for label in added if label.description}
-    for label in removed:
-        twin = by_description.pop(label.description, None) if label.description else None
-        if twin is None:
-            diff.removed.append(label)
-        else:
-            diff.renamed.append((label.name, twin.name))
-    renamed_to = {new_name for _, new_name in diff.renamed}
-    diff.added = [label for label in added if label.name not in renamed_to]
+    implied = derive_label_map(old.labels, new.labels).changes
+    diff.renamed = [(c.old[0], c.new[0]) for c in implied if c.kind == "renamed"]
+    diff.added = [after[c.new[0]] for c in implied if c.kind == "added"]
+    diff.removed = [before[c.old[0]] for c in implied if c.kind == "removed"]
     diff.changed.sort()
     return diff
 
