@@ -21,6 +21,7 @@ import csv
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def tnt_choice(model: Tagger, x_pool: np.ndarray, unreviewed: np.ndarray, n: int
     """What ``tnt review sample`` does with a classifier (no LLM labels in this simulation)."""
     scored = margins(model.predict_proba(x_pool[unreviewed]), list(model.classes_))
     candidates = [ReviewCandidate(str(i), **s) for i, s in zip(unreviewed, scored)]
-    candidates = cluster_least_confident(candidates, lambda ids: x_pool[[int(i) for i in ids]], n, seed=seed)
+    candidates = cluster_least_confident(candidates, x_pool[unreviewed], n, seed=seed)
     return np.array([int(pick.doc_id) for pick in choose_for_review(candidates, n, mix, seed=seed)])
 
 
@@ -89,28 +90,34 @@ def random_choice(unreviewed: np.ndarray, n: int, rng: np.random.Generator) -> n
     return rng.choice(unreviewed, size=min(n, len(unreviewed)), replace=False)
 
 
-def run_arm(
-    arm: str, data: dict[str, np.ndarray], max_reviewed: int, seed: int, mix: dict[str, float] | None = None
-) -> dict[float, int | None]:
+@dataclass(frozen=True)
+class Simulation:
+    targets: list[float]
+    max_reviewed: int
+    seed_docs: int = SEED_DOCS
+    round_size: int = ROUND
+
+
+def run_arm(arm: str, data: dict[str, np.ndarray], sim: Simulation, seed: int, mix: dict[str, float] | None = None) -> dict[float, int | None]:
     rng = np.random.default_rng(seed)
     n_pool = len(data["y_pool"])
-    reviewed = rng.choice(n_pool, size=SEED_DOCS, replace=False)
-    reached: dict[float, int | None] = {target: None for target in TARGETS}
+    reviewed = rng.choice(n_pool, size=sim.seed_docs, replace=False)
+    reached: dict[float, int | None] = {target: None for target in sim.targets}
     round_number = 0
     while True:
         model = Tagger(data["x_pool"][reviewed], data["y_pool"][reviewed])
         accuracy = float((model.predict(data["x_test"]) == data["y_test"]).mean())
-        for target in TARGETS:
+        for target in sim.targets:
             if reached[target] is None and accuracy >= target:
                 reached[target] = len(reviewed)
         print(f"  {arm:>6} seed {seed} reviewed {len(reviewed):5d}  test accuracy {accuracy:.3f}", flush=True)
-        if all(reached.values()) or len(reviewed) >= max_reviewed:
+        if all(reached.values()) or len(reviewed) >= min(sim.max_reviewed, n_pool):
             return reached
         unreviewed = np.setdiff1d(np.arange(n_pool), reviewed)
         if arm == "tnt":
-            chosen = tnt_choice(model, data["x_pool"], unreviewed, ROUND, seed * 1000 + round_number, mix)
+            chosen = tnt_choice(model, data["x_pool"], unreviewed, sim.round_size, seed * 1000 + round_number, mix)
         else:
-            chosen = random_choice(unreviewed, ROUND, rng)
+            chosen = random_choice(unreviewed, sim.round_size, rng)
         reviewed = np.concatenate([reviewed, chosen])
         round_number += 1
 
@@ -124,11 +131,17 @@ def load_corpus(corpus: str) -> dict[str, np.ndarray]:
     return data
 
 
-def print_ratios(corpus: str, results: dict[str, list[dict[float, int | None]]], seeds: list[int]) -> None:
+def ceiling(data: dict[str, np.ndarray]) -> float:
+    """Test accuracy of the tagger with the whole pool reviewed."""
+    model = Tagger(data["x_pool"], data["y_pool"])
+    return float((model.predict(data["x_test"]) == data["y_test"]).mean())
+
+
+def print_ratios(corpus: str, results: dict[str, list[dict[float, int | None]]], seeds: list[int], sim: Simulation) -> None:
     print(f"\n{corpus}: documents reviewed until test accuracy first reaches the target "
-          f"(seed {SEED_DOCS} random + rounds of {ROUND}; mean over seeds {seeds}):")
+          f"(seed {sim.seed_docs} random + rounds of {sim.round_size}; mean over seeds {seeds}):")
     print(f"{'target':>8} {'random':>8} {'tnt':>8} {'tnt/random':>11}  per seed (random / tnt)")
-    for target in TARGETS:
+    for target in sim.targets:
         counts = {arm: [r[target] for r in runs] for arm, runs in results.items()}
         if any(c is None for cs in counts.values() for c in cs):
             print(f"{target:>8.2f} {'not reached within --max-reviewed':>30}: {counts}")
@@ -144,6 +157,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--corpora", nargs="+", default=["banking77"], help="folders under data/ with train.csv and test.csv")
     parser.add_argument("--arms", nargs="+", default=["random", "tnt"], choices=["random", "tnt"])
+    parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS), help="test accuracies to reach")
+    parser.add_argument("--relative", action="store_true",
+                        help="targets are shares of the accuracy with the whole pool reviewed (for a corpus whose ceiling is below 0.90)")
+    parser.add_argument("--seed-docs", type=int, default=SEED_DOCS, help="random documents reviewed before the first round")
+    parser.add_argument("--round", type=int, default=ROUND, help="documents reviewed per round")
     parser.add_argument("--mix", default=None, help="tnt review sample's --mix (default: its default mix)")
     args = parser.parse_args()
     mix = parse_mix(args.mix) if args.mix else None
@@ -151,8 +169,14 @@ def main() -> None:
     started = time.perf_counter()
     for corpus in args.corpora:
         data = load_corpus(corpus)
-        results = {arm: [run_arm(arm, data, args.max_reviewed, seed, mix) for seed in args.seeds] for arm in args.arms}
-        print_ratios(corpus, results, args.seeds)
+        targets = args.targets
+        if args.relative:
+            full = ceiling(data)
+            targets = [round(share * full, 3) for share in args.targets]
+            print(f"{corpus}: {full:.3f} test accuracy with the whole pool reviewed; targets {targets}")
+        sim = Simulation(targets, args.max_reviewed, args.seed_docs, args.round)
+        results = {arm: [run_arm(arm, data, sim, seed, mix) for seed in args.seeds] for arm in args.arms}
+        print_ratios(corpus, results, args.seeds, sim)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -36,6 +36,16 @@ def load(split: str) -> tuple[list[str], list[str]]:
     return [t for t, _ in pairs], [c for _, c in pairs]
 
 
+def cpu_description() -> str:
+    """The CPU model and its int8 dot-product instructions (VNNI, AMX), which the int8 encoder's lead
+    over fp32 depends on: measured 2x with them, none on an AVX2-only CPU (docs/benchmarks.md)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    field = lambda name: next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
+    int8 = sorted(set(field("flags").split()) & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return f"{field('model name') or 'unknown CPU'}; int8 dot-product instructions: {', '.join(int8) or 'none'}"
+
+
 def best_of(repeats: int, run) -> tuple[float, float, object]:  # type: ignore[no-untyped-def]
     """Best wall seconds, best CPU seconds (this process, all threads) and the result, over ``repeats`` runs."""
     best_wall, best_cpu, result = float("inf"), float("inf"), None
@@ -71,7 +81,8 @@ def main() -> None:
     test_texts, test_labels = load("test")
     gold = np.array(test_labels)
     print(f"fit on {len(train_texts):,} BANKING77 train texts; tag {len(test_texts):,} test texts; "
-          f"{torch.get_num_threads()} CPU threads; best of {args.repeats}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"{torch.get_num_threads()} CPU threads; best of {args.repeats}; load average {os.getloadavg()[0]:.1f}\n"
+          f"CPU: {cpu_description()}")  # fmt: skip
 
     # Baseline: the plain recipe, as a data team would write it
     st = SentenceTransformer(str(resolve_model_path(None)), device="cpu")

@@ -62,12 +62,24 @@ def test_least_confident_takes_the_smallest_margins_in_turns_across_predicted_la
 def test_least_confident_spreads_over_clusters_of_similar_texts():
     pool = [ReviewCandidate(f"a{i}", model_label="x", model_margin=0.01 * i) for i in range(10)]
     pool += [ReviewCandidate(f"b{i}", model_label="x", model_margin=0.1 + 0.01 * i) for i in range(10)]
-    features = {c.doc_id: [0.0, 0.0] if c.doc_id[0] == "a" else [10.0, 10.0] for c in pool}
-    clustered = cluster_least_confident(pool, lambda ids: np.array([features[i] for i in ids]), 2)
+    features = {c.doc_id: [1.0, 0.0] if c.doc_id[0] == "a" else [0.0, 1.0] for c in pool}
+    clustered = cluster_least_confident(pool, np.array([features[c.doc_id] for c in pool]), 2)
     picks = choose_for_review(clustered, 2, {"least_confident": 1})
     assert [p.doc_id for p in picks] == ["a0", "b0"]  # margin order alone would take a0, a1
     assert picks[0].detail["cluster"] != picks[1].detail["cluster"]
-    assert cluster_least_confident(pool[:2], lambda ids: np.zeros((len(ids), 2)), 2) == pool[:2]
+    assert cluster_least_confident(pool[:2], np.zeros((2, 2)), 2) == pool[:2]
+
+
+def test_least_confident_prefers_typical_documents_to_a_less_sure_outlier():
+    typical = np.array([1.0, 0.0, 0.0]) + np.random.default_rng(0).normal(0, 0.01, (30, 3))
+    features = np.vstack([typical, [[0.0, 0.0, 1.0]]])
+    pool = [ReviewCandidate(f"t{i}", model_label="x", model_margin=0.10) for i in range(30)]
+    pool.append(ReviewCandidate("outlier", model_label="x", model_margin=0.05))
+    clustered = cluster_least_confident(pool, features, 1)
+    assert clustered[-1].density < 0.1
+    assert min(c.density for c in clustered[:-1]) > 0.9
+    assert choose_for_review(clustered, 1, {"least_confident": 1})[0].doc_id != "outlier"
+    assert choose_for_review(pool, 1, {"least_confident": 1})[0].doc_id == "outlier"  # margin alone
 
 
 def test_stratified_reaches_every_label_rare_ones_first():

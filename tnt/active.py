@@ -165,7 +165,7 @@ def uncertain_choice(pool: Pool, labels: dict[str, str], chosen: set[str], n: in
     rows = pool.rows(rest)
     scored = margins(model.predict_proba([pool.texts[i] for i in rows], pool.features[rows]), model.labels)
     candidates = [ReviewCandidate(d, **s) for d, s in zip(rest, scored)]
-    candidates = cluster_least_confident(candidates, lambda ids: pool.features[pool.rows(ids)], n, seed=seed)
+    candidates = cluster_least_confident(candidates, pool.features[rows], n, seed=seed)
     return [pick.doc_id for pick in choose_for_review(candidates, n, seed=seed)]
 
 

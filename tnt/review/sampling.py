@@ -2,8 +2,9 @@
 
 ``choose_for_review`` is the sampler itself (plain data in, picks out): a mix of
 - ``disagreement``: the LLM and the distilled classifier give different labels (one of them is wrong);
-- ``least_confident``: the classifier's smallest margin between its two most likely labels, taken in
-  turn across predicted labels so one confusable pair does not fill the sample;
+- ``least_confident``: the classifier's smallest margin between its two most likely labels, weighted
+  towards documents typical of the corpus, taken in turn across groups of similar texts so one
+  confusable pair does not fill the sample;
 - ``stratified``: every label represented, rare labels first, so no label goes unreviewed.
 A strategy with nothing to offer (no classifier yet, say) hands its share to the others. Every pick
 records its reason. ``sample_for_review`` feeds it from a workspace and records the sample
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tnt.corpus.store import DocumentStore
 from tnt.labels.pending import PendingLabel, PendingLabels
 from tnt.labels.store import LabelStore
-from tnt.review.uncertainty import cluster_least_confident, margins
+from tnt.review.uncertainty import cluster_least_confident, informativeness, margins
 from tnt.runs import WorkspaceError
 from tnt.taxonomy.store import TaxonomyStore
 
@@ -48,6 +49,7 @@ class ReviewCandidate:
     llm_confidence: float | None = None
     model_label: str | None = None
     model_margin: float | None = None  # top-1 minus top-2 probability of the distilled classifier
+    density: float | None = None  # how typical of the candidates (``neighbour_density``): outliers teach the classifier little
     cluster: int | None = None  # among the least confident: which of n similar-text groups (``cluster_least_confident``)
 
 
@@ -135,10 +137,11 @@ def _disagreements(candidates: Sequence[ReviewCandidate], rng: random.Random) ->
 
 
 def _least_confident(candidates: Sequence[ReviewCandidate]) -> Iterator[ReviewCandidate]:
-    """Smallest classifier margin first, in equal turns per group of similar texts (``cluster``) or,
-    outside those, per predicted label, so one confusable pair does not fill the sample; without a
-    classifier, the LLM's lowest stated confidence first."""
-    scored = sorted((c for c in candidates if c.model_margin is not None), key=lambda c: c.model_margin or 0.0)
+    """Most informative first (smallest classifier margin, weighted towards typical documents), in
+    equal turns per group of similar texts (``cluster``) or, outside those, per predicted label, so
+    one confusable pair does not fill the sample; without a classifier, the LLM's lowest stated
+    confidence first."""
+    scored = sorted((c for c in candidates if c.model_margin is not None), key=informativeness, reverse=True)
     if not scored:
         unsure = [c for c in candidates if c.llm_confidence is not None]
         return iter(sorted(unsure, key=lambda c: c.llm_confidence or 0.0))
@@ -146,7 +149,7 @@ def _least_confident(candidates: Sequence[ReviewCandidate]) -> Iterator[ReviewCa
     keyed = []
     for c in scored:
         group = ("cluster", c.cluster) if c.cluster is not None else ("label", c.model_label)
-        keyed.append((turn[group], c.model_margin or 0.0, c))
+        keyed.append((turn[group], -informativeness(c), c))
         turn[group] += 1
     return (c for _, _, c in sorted(keyed, key=lambda key: key[:2]))
 
@@ -258,9 +261,11 @@ def _with_classifier(
     if info is None:
         return candidates, None
     model = load_model(workspace, info.id)
-    probabilities = model.predict_proba([texts[c.doc_id] for c in candidates])
+    candidate_texts = [texts[c.doc_id] for c in candidates]
+    features = model.features(candidate_texts)  # encoded once, for the margins and the clusters
+    probabilities = model.predict_proba(candidate_texts, features)
     scored = [replace(c, **m) for c, m in zip(candidates, margins(probabilities, model.labels))]
-    return cluster_least_confident(scored, lambda ids: model.features([texts[i] for i in ids]), n, seed=seed), info.id
+    return cluster_least_confident(scored, features, n, seed=seed), info.id
 
 
 class ReviewSamples:
