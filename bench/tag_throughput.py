@@ -121,7 +121,7 @@ def main() -> None:
                 for name, run in paths.items():
                     timings[name].append(best_of(1, run))
             routed = (tiered.routes["encoder"] - routes_before["encoder"]) / (args.repeats * len(texts))
-            print(f"\n{set_name} ({len(texts):,} BANKING77 test texts, {np.mean([len(t.split()) for t in texts]):.1f} words), CPU")
+            print(f"\n{set_name} ({len(texts):,} BANKING77 test texts, {len(set(texts)):,} distinct, {np.mean([len(t.split()) for t in texts]):.1f} words), CPU")
             best = {}
             for name, runs in timings.items():
                 wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)

@@ -264,3 +264,20 @@ def test_torch_runtime_and_int8_onnx_runtime_agree(banking77):
     np.testing.assert_allclose(torch_runtime, reference, atol=1e-4)
     onnx_runtime = sentence_encoder(None, device="cpu").encode(texts)
     assert (onnx_runtime * reference).sum(axis=1).min() > 0.97
+
+
+@pytest.mark.slow
+def test_a_text_that_recurs_is_encoded_once(banking77, monkeypatch):
+    """On the fp32 runtime, whose rows do not depend on the batch (int8's activation scale does)."""
+    from tnt.distill.encoders import TorchSentenceEncoder
+
+    queries = [" ".join(t.split()[:3]) for t, _ in banking77["test"][:200]]  # first words repeat: "I want to"
+    assert len(set(queries)) < len(queries)
+    encoder = TorchSentenceEncoder("all-MiniLM-L6-v2", device="cpu")
+    encoded: list[str] = []
+    encode_distinct = TorchSentenceEncoder.encode_distinct
+    monkeypatch.setattr(TorchSentenceEncoder, "encode_distinct", lambda self, texts: encoded.extend(texts) or encode_distinct(self, texts))
+    rows = encoder.encode(queries)
+    assert sorted(encoded) == sorted(set(queries))
+    one_by_one = np.vstack([encode_distinct(encoder, [query]) for query in queries])
+    np.testing.assert_allclose(rows, one_by_one, atol=1e-4)
