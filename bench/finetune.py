@@ -107,12 +107,15 @@ def simulated_train(args, train_texts, train_labels, test_texts, gold, plain_acc
         started = time.perf_counter()
         report = train(ws, version, kind=args.kind, seed=args.seed)
         seconds = time.perf_counter() - started
-        accuracy = float(np.mean(TextModel.load(report.model.path).predict(test_texts) == gold))
+        registered = TextModel.load(report.model.path)
+        accuracy = float(np.mean(registered.predict(test_texts) == gold))
+        regularisation = registered.meta.get("regularisation", {})
     plain = plain_accuracy(llm_labels)
     print(f"\nsimulated LLM labels (gold with p = {LLM_ACCURACY}, measured {np.mean(np.array(llm_labels) == np.array(train_labels)):.3f})")
     print(f"  plain MiniLM + LR on all of them : test accuracy {plain:.4f}")
     print(f"  tnt train --kind {args.kind:14}: test accuracy {accuracy:.4f} ({accuracy - plain:+.4f}); "
-          f"held-out {report.metrics['accuracy']:.4f} on {report.metrics['n']:,}; train {seconds:.0f} s wall")  # fmt: skip
+          f"held-out {report.metrics['accuracy']:.4f} on {report.metrics['n']:,}; train {seconds:.0f} s wall; "
+          f"C chosen {regularisation.get('C')} of {sorted(regularisation.get('calibration_log_loss', {}))} by log-loss")  # fmt: skip
 
 
 if __name__ == "__main__":

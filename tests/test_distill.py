@@ -281,3 +281,13 @@ def test_a_text_that_recurs_is_encoded_once(banking77, monkeypatch):
     assert sorted(encoded) == sorted(set(queries))
     one_by_one = np.vstack([encode_distinct(encoder, [query]) for query in queries])
     np.testing.assert_allclose(rows, one_by_one, atol=1e-4)
+
+
+def test_regularisation_is_chosen_on_the_calibration_share_unless_given(banking77):
+    texts, labels = subset(banking77["train"], per_label=60)
+    chosen = DistilledClassifier("hashing-linear").fit(texts, labels)
+    choice = chosen.meta["regularisation"]
+    assert choice["C"] == min(choice["calibration_log_loss"], key=choice["calibration_log_loss"].get)
+    assert chosen.head.params() == {"C": choice["C"]} and choice["n_calibration"] == len(texts) // 10
+    given = DistilledClassifier("hashing-linear", C=1.0).fit(texts, labels)
+    assert "regularisation" not in given.meta and given.head.params() == {"C": 1.0}

@@ -28,6 +28,7 @@ from tnt.review.sampling import (
     margins,
     sample_for_review,
 )
+from tnt.review.uncertainty import neighbour_density
 from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 
 
@@ -80,6 +81,15 @@ def test_least_confident_prefers_typical_documents_to_a_less_sure_outlier():
     assert min(c.density for c in clustered[:-1]) > 0.9
     assert choose_for_review(clustered, 1, {"least_confident": 1})[0].doc_id != "outlier"
     assert choose_for_review(pool, 1, {"least_confident": 1})[0].doc_id == "outlier"  # margin alone
+
+
+def test_neighbour_density_on_a_sample_ranks_rows_as_the_exact_one_does():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(8, 16))
+    features = np.vstack([centre + rng.normal(0, spread, (300, 16)) for centre, spread in zip(centres, np.linspace(0.1, 2.0, 8))])
+    exact = neighbour_density(features)
+    sampled = neighbour_density(features, reference=600)
+    assert np.corrcoef(exact, sampled)[0, 1] > 0.95
 
 
 def test_stratified_reaches_every_label_rare_ones_first():

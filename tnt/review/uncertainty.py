@@ -12,8 +12,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 DENSITY_NEIGHBOURS = 20
+DENSITY_REFERENCE = 5_000  # rows density is measured against: all of them up to this many, else a sample
 # β in (1 - margin) × density^β: how much typical documents are preferred to outliers among the
-# unsure (bench/review_efficiency.py: β = 0.5 reached 0.85 in 600 reviewed documents where margin
+# unsure (bench/review_efficiency.py: β = 0.5 reached 0.85 in 567 reviewed documents where margin
 # alone took 700; β = 1 and 2 cost more documents on the way to 0.90; docs/benchmarks.md)
 DENSITY_WEIGHT = 0.5
 
@@ -37,16 +38,26 @@ def margins(probabilities: np.ndarray, labels: Sequence[str]) -> list[dict[str, 
     ]
 
 
-def neighbour_density(features: Any, neighbours: int = DENSITY_NEIGHBOURS) -> np.ndarray:
+def neighbour_density(
+    features: Any, neighbours: int = DENSITY_NEIGHBOURS, reference: int = DENSITY_REFERENCE, seed: int = 0
+) -> np.ndarray:
     """Per row: the mean cosine similarity to its ``neighbours`` most similar other rows; high where
-    many documents say much the same, low for an outlier whose label teaches the classifier little."""
+    many documents say much the same, low for an outlier whose label teaches the classifier little.
+    Past ``reference`` rows, neighbours are sought in a seeded sample of that many, their number
+    scaled down alike, so the cost grows with the rows, not their square."""
     from sklearn.neighbors import NearestNeighbors
 
-    k = min(neighbours, features.shape[0] - 1)
+    n = features.shape[0]
+    if n <= reference:
+        sample, k = np.arange(n), min(neighbours, n - 1)
+    else:
+        sample = np.sort(np.random.default_rng(seed).choice(n, reference, replace=False))
+        k = max(1, round(neighbours * reference / n))
     if k < 1:
-        return np.ones(features.shape[0])
-    distances, _ = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(features).kneighbors(features)
-    return np.clip(1.0 - distances[:, 1:].mean(axis=1), 0.0, None)  # the first neighbour is the row itself
+        return np.ones(n)
+    distances, found = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(features[sample]).kneighbors(features)
+    distances[sample[found] == np.arange(n)[:, None]] = np.inf  # a row is not its own neighbour
+    return np.clip(1.0 - np.sort(distances, axis=1)[:, :k].mean(axis=1), 0.0, None)
 
 
 def informativeness(candidate: Scored) -> float:
