@@ -1,17 +1,20 @@
 """How many reviewed documents the distilled tagger needs: ``tnt review sample`` vs random choice.
 
-Annotators are simulated by the corpus's gold labels (BANKING77 by default). Both arms start from the same 200 random
-documents; each round reviews 100 more, chosen by tnt's sampler (``tnt.review.choose_for_review``
-with the classifier's labels and margins, as ``tnt review sample`` does) or at random, then the tagger
+Annotators are simulated by the corpus's gold labels (BANKING77 by default). Both arms start from
+the same random documents (200); each round reviews more (100), chosen by tnt's sampler
+(``tnt.review.choose_for_review`` with the classifier's labels, margins and the candidates' density,
+as ``tnt review sample`` does) or at random, then the tagger
 is retrained on every reviewed document and scored on the test split. The encoder is frozen, so
 texts are embedded once and each round retrains the head (what retraining embed-linear does).
 
     .venv/bin/python bench/review_efficiency.py [--max-reviewed 4000] [--seeds 0 1 2]
-        [--corpora banking77 ...] [--arms random tnt]
+        [--corpora banking77 chatterbot ...] [--arms random tnt] [--targets 0.85 0.90] [--relative]
+        [--seed-docs 200] [--round 100]
 
 A corpus is a folder ``data/<name>/`` with ``train.csv`` (the pool) and ``test.csv``, columns
 ``text`` and ``category``. Prints, per corpus, documents reviewed until test accuracy first reaches
-0.85 and 0.90 for each arm, and the ratio (goal: tnt ≤ 0.5 × random).
+each target (0.85 and 0.90; with ``--relative``, shares of the accuracy with the whole pool
+reviewed) for each arm, and the ratio (goal: tnt ≤ 0.5 × random).
 """
 
 from __future__ import annotations
