@@ -64,7 +64,9 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 class Tagger:
-    """The embed-linear head of ``tnt train`` (``tnt.distill.LinearHead``) over frozen embeddings."""
+    """The embed-linear head of ``tnt train`` (``tnt.distill.LinearHead``) over frozen embeddings, its
+    C fixed at the default so that both arms learn with the same head (``tnt train`` chooses C on a
+    calibration share once there are 500 labels)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         from tnt.distill.heads import LinearHead

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from tnt.cli import app
 from tnt.export import ExportError, current_labels, export_dataset, export_labels
 from tnt.labels.store import LabelRecord, LabelStore
-from tnt.select import SelectionSpec, load_selection, select
+from tnt.select import SelectionSpec, select
+from tnt.selection_io import load_selection
 from tnt.taxonomy.store import Taxonomy, TaxonomyLabel, TaxonomyStore
 from tnt.workspace import Workspace
 

@@ -193,7 +193,7 @@ def test_a_train_rerun_on_the_same_labels_returns_the_model_it_registered(worksp
 
 def test_a_select_rerun_over_the_same_inputs_returns_the_selection_it_recorded(workspace, tmp_path):
     from tests.test_select import corpus_rows, ingest_rows
-    from tnt.select import load_selection
+    from tnt.selection_io import load_selection
 
     version = ingest_rows(workspace, corpus_rows(), tmp_path / "corpus.jsonl")
     out = tmp_path / "selection.txt"

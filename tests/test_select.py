@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from tnt.cli import app
 from tnt.labels.store import LabelRecord, LabelStore
-from tnt.select import SelectionError, SelectionSpec, allocate, load_selection, select
+from tnt.select import SelectionError, SelectionSpec, allocate, select
+from tnt.selection_io import load_selection
 from tnt.taxonomy.store import TaxonomyStore
 from tnt.workspace import Workspace
 

@@ -22,18 +22,10 @@ from tnt.corpus.store import DocumentStore
 from tnt.labels.store import LabelStore
 from tnt.metrics import classification_metrics, confusion
 from tnt.pii import pii_counts, scanned_count
-from tnt.review.audit import AuditReport, audit_report
 from tnt.review.agreement import ReferenceAgreement, agreement_with_reference, default_reference
 from tnt.runs import WorkspaceError, utc_now
-from tnt.select import (
-    BATCH_SIZE,
-    DEFAULT_PRECEDENCE,
-    Deduplicator,
-    EligibleDocument,
-    load_selection,
-    resolve_labels,
-    resolve_quality,
-)
+from tnt.select import DEFAULT_PRECEDENCE, QUALITY_PRECEDENCE, Deduplicator, resolve_labels, resolve_quality
+from tnt.selection_io import BATCH_SIZE, EligibleDocument, load_selection
 from tnt.taxonomy.store import TaxonomyStore
 
 if TYPE_CHECKING:
@@ -112,7 +104,7 @@ def _context(workspace: Workspace, options: ReportOptions) -> dict[str, Any]:
     confidence = _confidences(workspace, taxonomy.version)
     if confidence:
         figures["confidence"] = histogram_figure(confidence, "confidence of the current label", x_range=(0, 1))
-    quality = _quality_by_origin(workspace, options.precedence)
+    quality = _quality_by_origin(workspace)
     if quality and any(c.quality is not None for c in selected):
         quality["selection"] = [c.quality for c in selected if c.quality is not None]
     if quality:
@@ -141,16 +133,8 @@ def _context(workspace: Workspace, options: ReportOptions) -> dict[str, Any]:
         "hidden_labels": hidden,
         "costs": _costs(workspace),
         "pii": {"scanned": scanned_count(workspace), "counts": pii_counts(workspace)},
-        "audit": latest_audit(workspace, taxonomy.version),
+        "audit": _latest_audit(workspace, taxonomy.version),
     }
-
-
-def latest_audit(workspace: Workspace, version: int) -> AuditReport | None:
-    """The version's audit (``tnt audit``), when one was drawn and its model's tags are still there."""
-    try:
-        return audit_report(workspace, version)
-    except WorkspaceError:
-        return None
 
 
 def _selection_for(
@@ -194,9 +178,16 @@ def _confidences(workspace: Workspace, version: int) -> dict[str, list[float]]:
     return values
 
 
-def _quality_by_origin(workspace: Workspace, precedence: tuple[str, ...]) -> dict[str, list[float]]:
+def _latest_audit(workspace: Workspace, version: int) -> Any:
+    from tnt.review.audit import latest_audit  # scipy: imported only for a report
+
+    return latest_audit(workspace, version)
+
+
+def _quality_by_origin(workspace: Workspace) -> dict[str, list[float]]:
+    """Per origin, the documents' quality scores, chosen among sources as ``tnt select`` chooses them."""
     scores: dict[str, list[float]] = {}
-    for row in resolve_quality(workspace, None, precedence).values():
+    for row in resolve_quality(workspace, None, QUALITY_PRECEDENCE).values():
         scores.setdefault((row["origin"] or row["source"]).split(":")[0], []).append(row["score"])
     return scores
 

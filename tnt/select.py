@@ -51,7 +51,6 @@ from tnt.labels.store import SOURCES, LabelStore
 from tnt.pii import documents_with
 from tnt.runs import fingerprint
 from tnt.selection_io import BATCH_SIZE, EligibleDocument, SelectionError, output_format, record_selection, write_selection
-from tnt.selection_io import load_selection  # noqa: F401  (re-exported: callers read selections from here)
 from tnt.taxonomy.store import OTHER_LABEL, Taxonomy, TaxonomyStore
 
 if TYPE_CHECKING:
@@ -540,6 +539,7 @@ def _eligible(
     count_tokens = token_counter(spec.tokenizer)
     dedup = Deduplicator(spec.dedup == "near", spec.near_dup_threshold, spec.num_perm, spec.shingle_chars)
     funnel = Counter()
+    entered = "labelled" if by_label else "scored"  # the funnel's step after "documents"
     candidates: list[EligibleDocument] = []
     before: list[EligibleDocument] = []
     for batch in DocumentStore(workspace).iter_batches(BATCH_SIZE):
@@ -554,7 +554,7 @@ def _eligible(
             before.append(candidate)
             if not quality or (score is not None and (spec.min_quality is None or score >= spec.min_quality)):
                 passing.append((candidate, text))
-        funnel["labelled" if by_label else "scored"] += len(labelled)
+        funnel[entered] += len(labelled)
         funnel["quality_ok"] += len(passing)
         passing = [(candidate, text) for candidate, text in passing if candidate.doc_id not in holding_pii]
         funnel["without_pii"] += len(passing)
@@ -567,7 +567,7 @@ def _eligible(
         if on_progress:
             on_progress(len(batch))
     funnel["unique"] = len(candidates)
-    order = ["documents", "labelled" if by_label else "scored", "quality_ok", *(["without_pii"] if spec.drop_pii else []), "exact_duplicates"]
+    order = ["documents", entered, "quality_ok", *(["without_pii"] if spec.drop_pii else []), "exact_duplicates"]
     order += ["near_duplicates", "unique"]
     return candidates, {key: funnel[key] for key in order}, _distribution(before)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tnt.distill.store import ModelInfo, latest_model
 from tnt.labels.pending import PendingLabels
-from tnt.labels.store import SOURCES, LabelStore
+from tnt.labels.store import SOURCES, CurrentSummary, LabelStore
 from tnt.llm.log import call_summary
 from tnt.review.labelstudio import ProjectLinks
 from tnt.taxonomy.store import Taxonomy, TaxonomyStore
@@ -93,8 +93,8 @@ def _describe_version(workspace: Workspace, status: WorkspaceStatus, versions: l
     assert current.version is not None
     status.taxonomy_version = current.version
     status.lineage = _lineage(current, by_version)
-    labels = {source: LabelStore(workspace).current(current.version, source) for source in SOURCES}
-    status.labeled = {source: len(rows) for source, rows in labels.items()}
+    labels = {source: summary for source, summary in LabelStore(workspace).current_summary(current.version).items() if source in SOURCES}
+    status.labeled = {source: labels[source].documents if source in labels else 0 for source in SOURCES}
     status.pending = pending_counts(workspace, current.version)
     model = latest_model(workspace, current.version)
     status.model = model.id if model else None
@@ -133,10 +133,7 @@ def _spend(workspace: Workspace) -> Spend:
 # What is stale
 
 
-CurrentLabels = dict[str, dict[str, dict[str, Any]]]  # source -> doc_id -> its current label row
-
-
-def stale_items(workspace: Workspace, current: Taxonomy, labels: CurrentLabels, model: ModelInfo | None) -> list[Stale]:
+def stale_items(workspace: Workspace, current: Taxonomy, labels: dict[str, CurrentSummary], model: ModelInfo | None) -> list[Stale]:
     assert current.version is not None
     found: list[Stale] = []
     if needs_migration(workspace, current, labels):
@@ -157,7 +154,7 @@ def stale_items(workspace: Workspace, current: Taxonomy, labels: CurrentLabels, 
     return found
 
 
-def needs_migration(workspace: Workspace, taxonomy: Taxonomy, labels: CurrentLabels) -> bool:
+def needs_migration(workspace: Workspace, taxonomy: Taxonomy, labels: dict[str, CurrentSummary]) -> bool:
     """The version's parent has labels, and no migration ran for the version or carried any of them."""
     if taxonomy.parent is None or not workspace.labels.count(taxonomy.parent):
         return False
@@ -165,13 +162,13 @@ def needs_migration(workspace: Workspace, taxonomy: Taxonomy, labels: CurrentLab
         run["status"] == "completed" and workspace.runs.get(run["id"])["params"].get("version") == taxonomy.version
         for run in workspace.runs.list(MIGRATE_RUN)
     )
-    carried = any(row.get("migrated_from") is not None for rows in labels.values() for row in rows.values())
+    carried = any(summary.carried for summary in labels.values())
     return not (migrated or carried or PendingLabels(workspace).all(taxonomy.version))
 
 
-def newest_label(labels: CurrentLabels) -> str | None:
+def newest_label(labels: dict[str, CurrentSummary]) -> str | None:
     """When the newest current LLM or human label of the version was given: what a model learns."""
-    return max((row["created_at"] for source in ("llm", "human") for row in labels[source].values()), default=None)
+    return max((labels[source].newest for source in ("llm", "human") if source in labels and labels[source].newest), default=None)
 
 
 def latest_sample_run(workspace: Workspace, version: int) -> dict[str, Any] | None:
@@ -236,7 +233,8 @@ def review_due(workspace: Workspace, status: WorkspaceStatus) -> bool:
 
 def _tagged(workspace: Workspace, version: int, model_id: str) -> int:
     """Documents ``tnt tag --corpus`` labeled with the model."""
-    return len(LabelStore(workspace).current(version, "model", origins_like=f"model:{model_id}"))
+    summary = LabelStore(workspace).current_summary(version, origins_like=f"model:{model_id}").get("model")
+    return summary.documents if summary else 0
 
 
 def _selected_since_tagging(workspace: Workspace) -> bool:

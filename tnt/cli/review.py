@@ -60,7 +60,8 @@ def sample(
         f"(taxonomy v{result.taxonomy_version}, {scored_by}): {reasons}"
     )
     blind = sum(bool(pick.detail.get("blind")) for pick in result.picks)
-    console.print(f"{blind} of them blind (pushed without a prediction). " * bool(blind) + "Push it to Label Studio with `tnt ls push`.")
+    said_blind = f"{blind} of them blind (pushed without a prediction). " if blind else ""
+    console.print(said_blind + "Push it to Label Studio with `tnt ls push`.")
 
 
 @app.command()

@@ -254,15 +254,11 @@ class DistilledClassifier(TextModel):
 
         if self.C is not None or self.kind == "embed-mlp":
             return self._new_head().fit(X[kept], Y[kept], weight[kept])
-        best: LinearHead | None = None
-        losses: dict[float, float] = {}
-        for C in C_GRID:
-            head = LinearHead(self.task, C=C).fit(X[kept], Y[kept], weight[kept])
-            losses[C] = float(log_loss(Y[held], softmax(head.scores(X[held])), labels=range(len(self.labels))))
-            if best is None or losses[C] < losses[best.C]:
-                best = head
-        self.meta["regularisation"] = {"C": best.C, "calibration_log_loss": losses, "n_calibration": len(held)}
-        return best
+        heads = {C: LinearHead(self.task, C=C).fit(X[kept], Y[kept], weight[kept]) for C in C_GRID}
+        losses = {C: float(log_loss(Y[held], softmax(head.scores(X[held])), labels=range(len(self.labels)))) for C, head in heads.items()}
+        best = min(losses, key=losses.__getitem__)
+        self.meta["regularisation"] = {"C": best, "calibration_log_loss": losses, "n_calibration": len(held)}
+        return heads[best]
 
     def predict_proba(self, texts: Sequence[str], features: Any | None = None) -> np.ndarray:
         scores = self.raw_scores(texts, features)

@@ -79,6 +79,7 @@ class PendingLabels:
                 select 1 from labels l
                 where l.doc_id = p.doc_id and l.taxonomy_version = p.taxonomy_version
                   and l.source = ? and l.retracted_at is null and l.created_at >= p.created_at
+                  and l.migrated_from is null  -- carried in the same migration: never an answer
               )
             order by p.created_at, p.doc_id
         """

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 SOURCES = ("llm", "human", "model")
 
 
+@dataclass(frozen=True)
+class CurrentSummary:
+    documents: int
+    newest: str | None  # created_at of the newest current label
+    carried: bool  # some current label was carried by a taxonomy migration
+
+
 @dataclass
 class LabelRecord:
     doc_id: str
@@ -88,6 +95,19 @@ class LabelStore:
         """
         rows = self.db.query(sql, [taxonomy_version, source, origins_like, origins_like, *(doc_ids or [])])
         return {row["doc_id"]: _decode(row) for row in rows}
+
+    def current_summary(self, taxonomy_version: int | None, origins_like: str | None = None) -> dict[str, CurrentSummary]:
+        """Per source, what ``current`` would return, summed up in one query: how many documents,
+        when the newest was given, whether any was carried by a migration."""
+        sql = """
+            select source, count(*), max(created_at), max(migrated_from is not null) from labels where id in (
+                select max(id) from labels
+                where taxonomy_version is ? and retracted_at is null and (? is null or origin like ?)
+                group by doc_id, source
+            ) group by source
+        """
+        rows = self.db.execute(sql, [taxonomy_version, origins_like, origins_like])
+        return {source: CurrentSummary(count, newest, bool(carried)) for source, count, newest, carried in rows}
 
     def current_by_origin(
         self, taxonomy_version: int | None, source: str, origins_like: str

@@ -274,6 +274,14 @@ def audit_project_title(taxonomy_version: int) -> str:
     return f"tnt audit v{taxonomy_version}"
 
 
+def latest_audit(workspace: Workspace, taxonomy_version: int | None = None) -> AuditReport | None:
+    """The version's audit, when one was drawn and its model's tags are still there."""
+    try:
+        return audit_report(workspace, taxonomy_version)
+    except WorkspaceError:
+        return None
+
+
 def expected_on_label(
     workspace: Workspace, taxonomy_version: int, selected: Iterable[tuple[str, str]]
 ) -> dict[str, dict[str, float]] | None:
@@ -281,10 +289,10 @@ def expected_on_label(
     truly be in it, from the latest audit: a person's label counts as right, a tagger's at the label's
     audited precision and its interval; an LLM's label was not audited and counts as right, said apart.
     None without an audit."""
-    try:
-        audited = audit_report(workspace, taxonomy_version).by_label()
-    except WorkspaceError:
+    audit = latest_audit(workspace, taxonomy_version)
+    if audit is None:
         return None
+    audited = audit.by_label()
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for label, source in selected:
         counts[label][source] += 1
