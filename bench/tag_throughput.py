@@ -37,13 +37,15 @@ def load(split: str) -> tuple[list[str], list[str]]:
 
 
 def cpu_description() -> str:
-    """The CPU model and its int8 dot-product instructions (VNNI, AMX), which the int8 encoder's lead
-    over fp32 depends on: measured 2x with them, none on an AVX2-only CPU (docs/benchmarks.md)."""
+    """The CPU model and its int8 dot-product instructions (VNNI, AMX), which decide the ONNX encoder's
+    precision and its lead over fp32: measured 2x with them, none on an AVX2-only CPU (docs/benchmarks.md)."""
+    from tnt.distill.encoders import int8_dot_product_instructions, onnx_precision
+
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    field = lambda name: next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
-    int8 = sorted(set(field("flags").split()) & {"avx512_vnni", "avx_vnni", "amx_int8"})
-    return f"{field('model name') or 'unknown CPU'}; int8 dot-product instructions: {', '.join(int8) or 'none'}"
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    int8 = ", ".join(int8_dot_product_instructions()) or "none"
+    return f"{model}; int8 dot-product instructions: {int8}; ONNX encoder in {onnx_precision()}"
 
 
 def best_of(repeats: int, run) -> tuple[float, float, object]:  # type: ignore[no-untyped-def]

@@ -200,6 +200,11 @@ def test_embed_training_encodes_each_text_once(workspace, tmp_path, banking77, m
     report = train(workspace, version, kind="embed-linear", device="cpu")
     assert sum(encoded) == len(rows)  # the held-out fit, the evaluation and the refit share one encoding
     assert report.metrics["evaluation"]["refit_on"] == len(rows) and report.metrics["accuracy"] > 0.8
+    # the model carries both exports and runs in the precision asked for, or in int8 where fp32 is missing
+    monkeypatch.setenv("TNT_ONNX_PRECISION", "fp32")
+    assert TextModel.load(report.model.path).encoder.runtime == "onnx-fp32"
+    (report.model.path / "encoder-fp32.onnx").unlink()
+    assert TextModel.load(report.model.path).encoder.runtime == "onnx-int8"
 
 
 def test_human_labels_override_llm_labels_in_training(workspace, tmp_path, banking77):
@@ -248,8 +253,9 @@ def test_cli_train_prints_metrics(workspace, tmp_path, banking77):
 
 
 @pytest.mark.slow
-def test_torch_runtime_and_int8_onnx_runtime_agree(banking77):
-    """The GPU runtime (exercised here on CPU) matches sentence-transformers; the int8 export stays close."""
+def test_torch_runtime_and_onnx_runtimes_agree(banking77):
+    """The GPU runtime (exercised here on CPU) and the fp32 export match sentence-transformers, and an
+    fp32 row does not depend on its batch-mates; the int8 export stays close."""
     from sentence_transformers import SentenceTransformer
 
     from tnt.distill.encoders import (
@@ -262,8 +268,22 @@ def test_torch_runtime_and_int8_onnx_runtime_agree(banking77):
     reference = SentenceTransformer(str(resolve_model_path(None)), device="cpu").encode(texts)
     torch_runtime = TorchSentenceEncoder("all-MiniLM-L6-v2", device="cpu").encode(texts)
     np.testing.assert_allclose(torch_runtime, reference, atol=1e-4)
-    onnx_runtime = sentence_encoder(None, device="cpu").encode(texts)
-    assert (onnx_runtime * reference).sum(axis=1).min() > 0.97
+    fp32 = sentence_encoder(None, device="cpu", precision="fp32")
+    assert fp32.runtime == "onnx-fp32"
+    np.testing.assert_allclose(fp32.encode(texts), reference, atol=1e-4)
+    np.testing.assert_allclose(np.vstack([fp32.encode([text]) for text in texts]), reference, atol=1e-4)
+    int8 = sentence_encoder(None, device="cpu", precision="int8")
+    assert int8.runtime == "onnx-int8" and (int8.encode(texts) * reference).sum(axis=1).min() > 0.97
+
+
+def test_onnx_precision_can_be_overridden_and_a_wrong_one_is_named(monkeypatch):
+    from tnt.distill.encoders import EncoderError, onnx_precision
+
+    monkeypatch.setenv("TNT_ONNX_PRECISION", "int8")
+    assert onnx_precision() == "int8"
+    monkeypatch.setenv("TNT_ONNX_PRECISION", "fp16")
+    with pytest.raises(EncoderError, match="TNT_ONNX_PRECISION='fp16': expected one of int8, fp32"):
+        onnx_precision()
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def load_pool(workspace: Workspace, doc_ids: Sequence[str], device: str | None =
 def cached_embeddings(encoder: SentenceEncoderBase, texts: Sequence[str]) -> np.ndarray:
     """The texts' embeddings, kept in the cache directory by encoder and texts: a resumed run (or the
     next budget over the same pool) does not encode them again."""
-    digest = hashlib.sha256(json.dumps([type(encoder).__name__, encoder.config()]).encode())
+    digest = hashlib.sha256(json.dumps([encoder.runtime, encoder.config()]).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode()).digest())
     path = cache_dir() / "embeddings" / f"{digest.hexdigest()[:24]}.npy"

@@ -61,7 +61,7 @@ def train(
         int, typer.Option("--min-human-eval", help="Evaluate on human labels when at least this many documents have one.")
     ] = 50,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the evaluation split and the MLP.")] = 0,
-    device: Annotated[Device, typer.Option("--device", help="auto: CUDA when present, else CPU (int8 ONNX).")] = Device.auto,
+    device: Annotated[Device, typer.Option("--device", help="auto: CUDA when present, else CPU (ONNX, int8 or fp32 by the CPU).")] = Device.auto,
 ) -> None:
     """Train a classifier on LLM labels (human labels override them), evaluate it and register it."""
     from tnt.distill.heads import DistillError

@@ -1,6 +1,6 @@
 """Stage 3, distillation: small classifiers trained on LLM and human labels tag the whole corpus.
 
-- ``tnt.distill.encoders``: sentence encoders (int8 ONNX or torch) and the hashing encoder;
+- ``tnt.distill.encoders``: sentence encoders (ONNX int8/fp32, or torch) and the hashing encoder;
 - ``tnt.distill.heads``: linear and MLP heads, calibrated, saved as arrays;
 - ``tnt.distill.model``: ``DistilledClassifier`` / ``DistilledRegressor`` (and the ``CascadeClassifier``,
   ``FinetunedClassifier`` kinds), saved as data (no pickles);

