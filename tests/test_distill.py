@@ -91,7 +91,7 @@ def test_embed_model_directory_carries_its_onnx_encoder(banking77, tmp_path):
     texts, labels = subset(banking77["train"], per_label=15)
     model = DistilledClassifier("embed-linear").fit(texts, labels)
     model.save(tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.json", "weights.safetensors", "encoder.onnx", "tokenizer.json"}
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.json", "weights.safetensors", "encoder.onnx", "encoder-fp32.onnx", "tokenizer.json"}
     loaded = TextModel.load(tmp_path / "m", device="cpu")
     assert list(loaded.predict(texts[:40])) == list(model.predict(texts[:40]))
 
