@@ -43,10 +43,15 @@ def simulated_llm(gold: list[str], seed: int) -> list[str]:
 
 
 def main() -> None:
+    from tnt.distill.finetune import FINETUNE_EPOCHS, FINETUNE_LOSS, FINETUNE_LR
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-limit", type=int, default=None, help="use N random training texts only")
     parser.add_argument("--kind", default="embed-linear", help="the kind `tnt train` fits on the simulated LLM labels")
     parser.add_argument("--skip-finetune", action="store_true")
+    parser.add_argument("--loss", default=FINETUNE_LOSS, help="embed-finetune's loss: classification or contrastive")
+    parser.add_argument("--epochs", type=int, default=FINETUNE_EPOCHS, help="embed-finetune's epochs")
+    parser.add_argument("--lr", type=float, default=FINETUNE_LR, help="embed-finetune's encoder learning rate")
     parser.add_argument("--skip-simulated", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -75,12 +80,12 @@ def main() -> None:
 
         plain = plain_accuracy(train_labels)
         started = time.perf_counter()
-        tuned = FinetunedClassifier(device="cpu", seed=args.seed).fit(train_texts, train_labels)
+        tuned = FinetunedClassifier(device="cpu", seed=args.seed, loss=args.loss, finetune_epochs=args.epochs, finetune_lr=args.lr).fit(train_texts, train_labels)
         seconds = time.perf_counter() - started
         accuracy = float(np.mean(tuned.predict(test_texts) == gold))
         print("\ngold labels")
         print(f"  plain MiniLM + LR           : accuracy {plain:.4f}")
-        print(f"  tnt embed-finetune          : accuracy {accuracy:.4f} ({accuracy - plain:+.4f}); "
+        print(f"  tnt embed-finetune ({args.loss}, {args.epochs} epoch(s), lr {args.lr:g}): accuracy {accuracy:.4f} ({accuracy - plain:+.4f}); "
               f"fine-tuning + export + head {seconds:.0f} s wall")  # fmt: skip
 
     if not args.skip_simulated:

@@ -1,4 +1,4 @@
-"""embed-finetune: MiniLM fine-tuned on a few labels, exported to int8 ONNX inside the model directory."""
+"""embed-finetune: MiniLM fine-tuned on a few labels, exported to ONNX inside the model directory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.test_distill import subset
-from tnt.distill.finetune import distinct_label_batches, same_label_pairs
+from tnt.distill.finetune import distinct_label_batches, finetune_sentence_model, same_label_pairs
 from tnt.distill.model import (
     FINETUNED_DIR,
     DistilledClassifier,
@@ -28,10 +28,21 @@ def test_batches_pair_texts_of_one_label_and_never_repeat_a_label():
     assert sum(len(batch) for batch in batches) >= len(pairs) - 2  # only a last lone label's pairs are left out
 
 
+def test_an_unknown_loss_is_named_before_any_training(tmp_path):
+    from tnt.distill.encoders import resolve_model_path
+    from tnt.distill.heads import DistillError
+
+    with pytest.raises(DistillError, match="unknown fine-tuning loss 'triplet'; choose one of contrastive, classification"):
+        finetune_sentence_model(resolve_model_path(None), ["a", "b"], ["x", "y"], tmp_path / "tuned", loss="triplet")
+    assert not (tmp_path / "tuned").exists()
+
+
 @pytest.mark.slow
-def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_directory(banking77, tmp_path):
+@pytest.mark.parametrize(("loss", "epochs", "least_gain"), [("classification", 2, 0.004), ("contrastive", 1, 0.01)])
+def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_directory(banking77, tmp_path, loss, epochs, least_gain):
     texts, labels = subset(banking77["train"], per_label=8)
-    model = FinetunedClassifier(device="cpu").fit(texts, labels)
+    model = FinetunedClassifier(device="cpu", loss=loss, finetune_epochs=epochs).fit(texts, labels)
+    assert model.meta["finetune"] == {"loss": loss, "epochs": epochs, "lr": 5e-5, "texts": len(texts)}
     base = DistilledClassifier("embed-linear").fit(texts, labels)
 
     def same_label_margin(encoder) -> float:  # mean cosine to same-label texts minus to the others
@@ -40,7 +51,8 @@ def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_direc
         same = np.equal.outer(np.array(labels), np.array(labels)) & ~np.eye(len(texts), dtype=bool)
         return float(similarity[same].mean() - similarity[~np.equal.outer(np.array(labels), np.array(labels))].mean())
 
-    assert same_label_margin(model.encoder) > same_label_margin(base.encoder) + 0.01  # +0.018 measured, 8 steps
+    # measured on 80 texts: classification +0.007 (6 steps), contrastive +0.018 (8 steps)
+    assert same_label_margin(model.encoder) > same_label_margin(base.encoder) + least_gain
 
     directory = model.save(tmp_path / "tuned")
     assert (directory / FINETUNED_DIR / "config.json").exists() and (directory / "encoder.onnx").exists()

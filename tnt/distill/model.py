@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tnt.distill import encoders
+from tnt.distill.finetune import FINETUNE_EPOCHS, FINETUNE_LOSS, FINETUNE_LR
 from tnt.distill.heads import (
     DistillError,
     LinearHead,
@@ -445,14 +446,18 @@ def lowest_threshold(
 
 class FinetunedClassifier(DistilledClassifier):
     """embed-finetune: the sentence encoder fine-tuned on the labels (``tnt.distill.finetune``), then
-    embed-linear on it: its int8 ONNX export and a calibrated logistic regression. The fine-tuned
+    embed-linear on it: its ONNX export and a calibrated logistic regression. The fine-tuned
     weights are saved in the model directory (``finetuned/``) beside the export."""
 
-    def __init__(self, kind: str = "embed-finetune", multi_label: bool = False, **options: Any):
+    def __init__(
+        self, kind: str = "embed-finetune", multi_label: bool = False, loss: str = FINETUNE_LOSS,
+        finetune_epochs: int = FINETUNE_EPOCHS, finetune_lr: float = FINETUNE_LR, **options: Any,
+    ):  # fmt: skip
         if multi_label:
             raise DistillError("embed-finetune is single-label only; use embed-linear with --multi")
         super().__init__(kind, **options)
         self.tuned: Path | None = None
+        self.loss, self.finetune_epochs, self.finetune_lr = loss, finetune_epochs, finetune_lr
 
     def reusable_features(self, texts: Sequence[str]) -> Any | None:
         """None until the encoder is fine-tuned (the first fit does it); then its embeddings, for refits of the head."""
@@ -470,8 +475,12 @@ class FinetunedClassifier(DistilledClassifier):
 
             staging = Path(tempfile.mkdtemp(prefix="finetune-", dir=cache_dir()))
             base = encoders.resolve_model_path(self.encoder_name)
-            self.tuned = finetune_sentence_model(base, list(texts), list(y), staging / FINETUNED_DIR, seed=self.seed, device=self.device)
+            self.tuned = finetune_sentence_model(
+                base, list(texts), list(y), staging / FINETUNED_DIR, loss=self.loss, epochs=self.finetune_epochs,
+                lr=self.finetune_lr, seed=self.seed, device=self.device,
+            )  # fmt: skip
             self.encoder = encoders.sentence_encoder(str(self.tuned), self.device)
+            self.meta["finetune"] = {"loss": self.loss, "epochs": self.finetune_epochs, "lr": self.finetune_lr, "texts": len(texts)}
             features = self.features(texts)
         return super().fit(texts, y, sample_weight, features)
 
