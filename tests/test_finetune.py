@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.test_distill import subset
-from tnt.distill.finetune import distinct_label_batches, finetune_sentence_model, same_label_pairs
+from tnt.distill.finetune import FINETUNE_LR, distinct_label_batches, finetune_sentence_model, same_label_pairs
 from tnt.distill.model import (
     FINETUNED_DIR,
     DistilledClassifier,
@@ -42,7 +42,7 @@ def test_an_unknown_loss_is_named_before_any_training(tmp_path):
 def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_directory(banking77, tmp_path, loss, epochs, least_gain):
     texts, labels = subset(banking77["train"], per_label=8)
     model = FinetunedClassifier(device="cpu", loss=loss, finetune_epochs=epochs).fit(texts, labels)
-    assert model.meta["finetune"] == {"loss": loss, "epochs": epochs, "lr": 5e-5, "texts": len(texts)}
+    assert model.meta["finetune"] == {"loss": loss, "epochs": epochs, "lr": FINETUNE_LR, "texts": len(texts)}
     base = DistilledClassifier("embed-linear").fit(texts, labels)
 
     def same_label_margin(encoder) -> float:  # mean cosine to same-label texts minus to the others
