@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import random
 
 import numpy as np
 import pytest
 
 from tests.test_distill import subset
+from tnt.distill.encoders import onnx_cache_dir
 from tnt.distill.finetune import FINETUNE_LR, distinct_label_batches, finetune_sentence_model, same_label_pairs
 from tnt.distill.model import (
     FINETUNED_DIR,
@@ -15,6 +17,7 @@ from tnt.distill.model import (
     FinetunedClassifier,
     TextModel,
 )
+from tnt.paths import cache_dir
 
 
 def test_batches_pair_texts_of_one_label_and_never_repeat_a_label():
@@ -41,9 +44,10 @@ def test_an_unknown_loss_is_named_before_any_training(tmp_path):
 @pytest.mark.parametrize(("loss", "epochs", "least_gain"), [("classification", 2, 0.004), ("contrastive", 1, 0.01)])
 def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_directory(banking77, tmp_path, loss, epochs, least_gain):
     texts, labels = subset(banking77["train"], per_label=8)
+    base = DistilledClassifier("embed-linear").fit(texts, labels)
+    cached_exports = sorted(onnx_cache_dir().iterdir())
     model = FinetunedClassifier(device="cpu", loss=loss, finetune_epochs=epochs).fit(texts, labels)
     assert model.meta["finetune"] == {"loss": loss, "epochs": epochs, "lr": FINETUNE_LR, "texts": len(texts)}
-    base = DistilledClassifier("embed-linear").fit(texts, labels)
 
     def same_label_margin(encoder) -> float:  # mean cosine to same-label texts minus to the others
         embedded = encoder.encode(texts)
@@ -62,3 +66,9 @@ def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_direc
     predicted = loaded.predict(test_texts)
     assert list(predicted) == list(model.predict(test_texts))
     assert np.mean(predicted == np.array(test_labels)) > 0.7
+
+    del model
+    gc.collect()
+    assert not list(cache_dir().glob("finetune-*")), "the fine-tuned weights and their export stay only in the saved model"
+    assert sorted(onnx_cache_dir().iterdir()) == cached_exports
+    assert list(TextModel.load(directory, device="cpu").predict(test_texts)) == list(predicted)

@@ -255,17 +255,17 @@ def onnx_cache_dir() -> Path:
     return cache_dir() / "onnx"
 
 
-def exported_onnx(model_path: Path) -> Path:
+def exported_onnx(model_path: Path, directory: Path | None = None) -> Path:
     """The directory of a sentence-transformers model's ONNX exports (fp32 and int8) and tokenizer,
-    exported once and cached."""
+    exported once: into ``directory``, or (None) the shared cache, keyed by the model's weights."""
     if not (model_path / TOKENIZER_FILE).exists():
         raise EncoderError(f"{model_path}: no {TOKENIZER_FILE} (a fast tokenizer is needed for the ONNX runtime)")
-    weights = sorted(model_path.glob("*.safetensors")) + sorted(model_path.glob("*.bin"))
-    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
-    key = hashlib.sha256(f"{EXPORT_RECIPE}|{model_path}|{stamp}".encode()).hexdigest()[:16]
-    directory = onnx_cache_dir() / key
+    if directory is None:
+        weights = sorted(model_path.glob("*.safetensors")) + sorted(model_path.glob("*.bin"))
+        stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
+        directory = onnx_cache_dir() / hashlib.sha256(f"{EXPORT_RECIPE}|{model_path}|{stamp}".encode()).hexdigest()[:16]
     if not (directory / TOKENIZER_FILE).exists():
-        staging = directory.with_name(f"{key}.tmp{os.getpid()}")
+        staging = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
         staging.mkdir(parents=True, exist_ok=True)
         export_onnx(model_path, staging)
         shutil.copy2(model_path / TOKENIZER_FILE, staging / TOKENIZER_FILE)  # last: it marks a complete export
@@ -325,23 +325,28 @@ def export_onnx(model_path: Path, directory: Path) -> None:
     )  # fmt: skip
 
 
-def sentence_encoder(model_name: str | None, device: str | None = None, precision: str | None = None) -> SentenceEncoderBase:
+def sentence_encoder(
+    model_name: str | None, device: str | None = None, precision: str | None = None, exports: Path | None = None
+) -> SentenceEncoderBase:
     """The fastest runtime here: the sentence-transformers model on CUDA, else its ONNX export on CPU
-    (``precision`` None: ``onnx_precision``)."""
+    (``precision`` None: ``onnx_precision``; ``exports``: where to export it, None: the shared cache)."""
     name = DEFAULT_ENCODER if model_name in (None, DEFAULT_ENCODER) else str(resolve_model_path(model_name))
     if runs_on_torch(device):
         return TorchSentenceEncoder(name, device)
     model_path = resolve_model_path(name)
-    return OnnxSentenceEncoder(name, exported_onnx(model_path), max_seq_length(model_path), precision)
+    return OnnxSentenceEncoder(name, exported_onnx(model_path, exports), max_seq_length(model_path), precision)
 
 
-def save_sentence_encoder_files(encoder: SentenceEncoderBase, directory: Path) -> None:
+def exports_of(encoder: SentenceEncoderBase) -> Path:
+    """The directory of the ONNX exports an encoder runs, or (torch) would run on a CPU."""
+    if isinstance(encoder, OnnxSentenceEncoder):
+        return encoder.directory
+    return exported_onnx(resolve_model_path(encoder.model_name))
+
+
+def save_sentence_encoder_files(exports: Path, directory: Path) -> None:
     """Put the ONNX exports (both precisions) and tokenizer beside a model, so it tags on any CPU
     machine on its own, in the precision that machine runs best."""
-    if isinstance(encoder, OnnxSentenceEncoder):
-        exports = encoder.directory
-    else:
-        exports = exported_onnx(resolve_model_path(encoder.model_name))
     for name in (*ONNX_FILES.values(), TOKENIZER_FILE):
         if (exports / name).exists():  # a model saved before the fp32 export has int8 only
             _link_or_copy(exports / name, directory / name)

@@ -152,6 +152,10 @@ class TextModel:
 
     # Saving as data
 
+    def onnx_exports(self) -> Path:
+        """The directory of the ONNX exports a saved model of this sentence encoder carries."""
+        return encoders.exports_of(self.encoder)
+
     def save(self, directory: Path | str, **meta: Any) -> Path:
         from safetensors.numpy import save_file
 
@@ -162,7 +166,7 @@ class TextModel:
         if isinstance(self.encoder, encoders.HashingEncoder):
             arrays |= {f"encoder.{k}": v for k, v in self.encoder.arrays().items()}
         else:
-            encoders.save_sentence_encoder_files(self.encoder, directory)
+            encoders.save_sentence_encoder_files(self.onnx_exports(), directory)
         save_file(arrays, str(directory / WEIGHTS_FILE))
         config = {
             "format": MODEL_FORMAT, "kind": self.kind, "task": self.task, "labels": self.labels,
@@ -457,6 +461,7 @@ class FinetunedClassifier(DistilledClassifier):
             raise DistillError("embed-finetune is single-label only; use embed-linear with --multi")
         super().__init__(kind, **options)
         self.tuned: Path | None = None
+        self.exports: Path | None = None
         self.loss, self.finetune_epochs, self.finetune_lr = loss, finetune_epochs, finetune_lr
 
     def reusable_features(self, texts: Sequence[str]) -> Any | None:
@@ -468,21 +473,36 @@ class FinetunedClassifier(DistilledClassifier):
     ) -> FinetunedClassifier:
         """Without ``features``: fine-tune the encoder on these labels, then fit the head; with them: the head only."""
         if features is None:
-            import tempfile
-
             from tnt.distill.finetune import finetune_sentence_model
-            from tnt.paths import cache_dir
 
-            staging = Path(tempfile.mkdtemp(prefix="finetune-", dir=cache_dir()))
+            staging = self._staging_directory()
             base = encoders.resolve_model_path(self.encoder_name)
             self.tuned = finetune_sentence_model(
                 base, list(texts), list(y), staging / FINETUNED_DIR, loss=self.loss, epochs=self.finetune_epochs,
                 lr=self.finetune_lr, seed=self.seed, device=self.device,
             )  # fmt: skip
-            self.encoder = encoders.sentence_encoder(str(self.tuned), self.device)
+            self.exports = encoders.exported_onnx(self.tuned, staging / "onnx")  # also on GPU: the saved model tags on CPUs
+            self.encoder = encoders.sentence_encoder(str(self.tuned), self.device, exports=self.exports)
             self.meta["finetune"] = {"loss": self.loss, "epochs": self.finetune_epochs, "lr": self.finetune_lr, "texts": len(texts)}
             features = self.features(texts)
         return super().fit(texts, y, sample_weight, features)
+
+    def _staging_directory(self) -> Path:
+        """Where the fine-tuned weights and their export wait to be saved; removed with this classifier,
+        so fine-tuning leaves nothing behind in the cache (a saved model holds its own copies)."""
+        import shutil
+        import tempfile
+        import weakref
+
+        from tnt.paths import cache_dir
+
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="finetune-", dir=cache_dir()))
+        weakref.finalize(self, shutil.rmtree, staging, True)
+        return staging
+
+    def onnx_exports(self) -> Path:
+        return self.exports or super().onnx_exports()
 
     def save(self, directory: Path | str, **meta: Any) -> Path:
         """The fine-tuned weights go in the directory; the encoder is recorded relative to it."""
