@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.test_distill import subset
-from tnt.distill.encoders import onnx_cache_dir
+from tnt.distill.encoders import TorchSentenceEncoder, onnx_cache_dir
 from tnt.distill.finetune import FINETUNE_LR, distinct_label_batches, finetune_sentence_model, same_label_pairs
 from tnt.distill.model import (
     FINETUNED_DIR,
@@ -66,6 +66,10 @@ def test_finetuned_model_moves_same_label_texts_together_and_tags_from_its_direc
     predicted = loaded.predict(test_texts)
     assert list(predicted) == list(model.predict(test_texts))
     assert np.mean(predicted == np.array(test_labels)) > 0.7
+
+    model.encoder = TorchSentenceEncoder(str(model.tuned), "cpu")  # as it is after fine-tuning on a GPU
+    on_torch = model.save(tmp_path / "tuned-on-torch")
+    assert (on_torch / "encoder.onnx").samefile(directory / "encoder.onnx")
 
     del model
     gc.collect()
