@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from tnt.distill.model import (
     DistilledClassifier,
     FinetunedClassifier,
     TextModel,
+    remove_abandoned_staging,
 )
 from tnt.paths import cache_dir
 
@@ -38,6 +42,15 @@ def test_an_unknown_loss_is_named_before_any_training(tmp_path):
     with pytest.raises(DistillError, match="unknown fine-tuning loss 'triplet'; choose one of contrastive, classification"):
         finetune_sentence_model(resolve_model_path(None), ["a", "b"], ["x", "y"], tmp_path / "tuned", loss="triplet")
     assert not (tmp_path / "tuned").exists()
+
+
+def test_the_staging_of_a_killed_fine_tune_is_removed_and_a_running_ones_kept(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    abandoned, running = tmp_path / f"finetune-{finished.stdout.strip()}-a1", tmp_path / f"finetune-{os.getpid()}-b2"
+    for directory in (abandoned, running, tmp_path / "onnx"):
+        (directory / "finetuned").mkdir(parents=True)
+    assert remove_abandoned_staging(tmp_path) == [abandoned]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "onnx"])
 
 
 @pytest.mark.slow

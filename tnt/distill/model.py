@@ -490,6 +490,7 @@ class FinetunedClassifier(DistilledClassifier):
     def _staging_directory(self) -> Path:
         """Where the fine-tuned weights and their export wait to be saved; removed with this classifier,
         so fine-tuning leaves nothing behind in the cache (a saved model holds its own copies)."""
+        import os
         import shutil
         import tempfile
         import weakref
@@ -497,7 +498,8 @@ class FinetunedClassifier(DistilledClassifier):
         from tnt.paths import cache_dir
 
         cache_dir().mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="finetune-", dir=cache_dir()))
+        remove_abandoned_staging(cache_dir())
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=cache_dir()))
         weakref.finalize(self, shutil.rmtree, staging, True)
         return staging
 
@@ -513,6 +515,35 @@ class FinetunedClassifier(DistilledClassifier):
             shutil.copytree(self.tuned, directory / FINETUNED_DIR, dirs_exist_ok=True)
         self.encoder.model_name = FINETUNED_DIR
         return super().save(directory, **meta)
+
+
+STAGING_PREFIX = "finetune-"  # then the fine-tuning process's id: finetune-<pid>-<random>
+
+
+def remove_abandoned_staging(directory: Path) -> list[Path]:
+    """Remove the staging directories of fine-tuning processes that are gone (killed before they
+    could clean up); those of live processes stay. Returns what was removed."""
+    import shutil
+
+    removed = []
+    for staging in directory.glob(f"{STAGING_PREFIX}*-*"):
+        pid = staging.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def new_model(kind: str, task: str, **options: Any) -> TextModel:
