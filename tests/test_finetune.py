@@ -20,6 +20,7 @@ from tnt.distill.model import (
     FinetunedClassifier,
     TextModel,
     remove_abandoned_staging,
+    staging_owner,
 )
 from tnt.paths import cache_dir
 
@@ -44,13 +45,15 @@ def test_an_unknown_loss_is_named_before_any_training(tmp_path):
     assert not (tmp_path / "tuned").exists()
 
 
-def test_the_staging_of_a_killed_fine_tune_is_removed_and_a_running_ones_kept(tmp_path):
+def test_the_staging_of_a_killed_fine_tune_is_removed_and_a_running_or_remote_ones_kept(tmp_path):
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    abandoned, running = tmp_path / f"finetune-{finished.stdout.strip()}-a1", tmp_path / f"finetune-{os.getpid()}-b2"
-    for directory in (abandoned, running, tmp_path / "onnx"):
+    abandoned = tmp_path / f"finetune-{staging_owner(int(finished.stdout))}-a1"
+    running = tmp_path / f"finetune-{staging_owner(os.getpid())}-b2"
+    elsewhere = tmp_path / f"finetune-{finished.stdout.strip()}@another-host-c3"  # a cache shared between machines
+    for directory in (abandoned, running, elsewhere, tmp_path / "onnx"):
         (directory / "finetuned").mkdir(parents=True)
     assert remove_abandoned_staging(tmp_path) == [abandoned]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "onnx"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name, "onnx"])
 
 
 @pytest.mark.slow

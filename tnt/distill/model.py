@@ -499,7 +499,7 @@ class FinetunedClassifier(DistilledClassifier):
 
         cache_dir().mkdir(parents=True, exist_ok=True)
         remove_abandoned_staging(cache_dir())
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=cache_dir()))
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{staging_owner(os.getpid())}-", dir=cache_dir()))
         weakref.finalize(self, shutil.rmtree, staging, True)
         return staging
 
@@ -517,18 +517,26 @@ class FinetunedClassifier(DistilledClassifier):
         return super().save(directory, **meta)
 
 
-STAGING_PREFIX = "finetune-"  # then the fine-tuning process's id: finetune-<pid>-<random>
+STAGING_PREFIX = "finetune-"  # then its owner and a random suffix: finetune-<pid>@<host>-<random>
+
+
+def staging_owner(pid: int) -> str:
+    import socket
+
+    return f"{pid}@{socket.gethostname()}"
 
 
 def remove_abandoned_staging(directory: Path) -> list[Path]:
-    """Remove the staging directories of fine-tuning processes that are gone (killed before they
-    could clean up); those of live processes stay. Returns what was removed."""
+    """Remove the staging directories of this machine's fine-tuning processes that are gone (killed
+    before they could clean up); those of live processes, and of other machines sharing the cache,
+    stay. Returns what was removed."""
     import shutil
 
     removed = []
-    for staging in directory.glob(f"{STAGING_PREFIX}*-*"):
-        pid = staging.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+    this_host = staging_owner(0).partition("@")[2]
+    for staging in directory.glob(f"{STAGING_PREFIX}*@*-*"):
+        pid, _, host = staging.name.removeprefix(STAGING_PREFIX).rsplit("-", 1)[0].partition("@")
+        if host == this_host and pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
