@@ -532,26 +532,16 @@ def remove_abandoned_staging(directory: Path) -> list[Path]:
     stay. Returns what was removed."""
     import shutil
 
+    from tnt.runs import pid_alive
+
     removed = []
-    this_host = staging_owner(0).partition("@")[2]
     for staging in directory.glob(f"{STAGING_PREFIX}*@*-*"):
-        pid, _, host = staging.name.removeprefix(STAGING_PREFIX).rsplit("-", 1)[0].partition("@")
-        if host == this_host and pid.isdigit() and not _process_alive(int(pid)):
+        owner = staging.name.removeprefix(STAGING_PREFIX).rsplit("-", 1)[0]
+        pid = owner.partition("@")[0]
+        if pid.isdigit() and owner == staging_owner(int(pid)) and not pid_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def new_model(kind: str, task: str, **options: Any) -> TextModel:
