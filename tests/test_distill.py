@@ -276,21 +276,6 @@ def test_torch_runtime_and_onnx_runtimes_agree(banking77):
     assert int8.runtime == "onnx-int8" and (int8.encode(texts) * reference).sum(axis=1).min() > 0.97
 
 
-@pytest.mark.slow
-def test_the_int8_export_keeps_the_first_feed_forward_block_in_fp32():
-    import onnx
-
-    from tnt.distill.encoders import ONNX_FILES, exported_onnx, first_feed_forward, resolve_model_path
-
-    exports = exported_onnx(resolve_model_path(None))
-    kept = first_feed_forward(onnx.load(exports / ONNX_FILES["fp32"]).graph)
-    assert len(kept) == 2 and all("/layer.0/" in name for name in kept)
-    int8 = onnx.load(exports / ONNX_FILES["int8"]).graph
-    assert sorted(node.name for node in int8.node if node.op_type == "MatMul") == sorted(kept)
-    assert sum(node.op_type == "MatMulInteger" for node in int8.node) == 16  # the other layers' products
-    assert sum(node.op_type == "QAttention" for node in int8.node) == 6
-
-
 def test_onnx_precision_can_be_overridden_and_a_wrong_one_is_named(monkeypatch):
     from tnt.distill.encoders import EncoderError, onnx_precision
 

@@ -32,7 +32,7 @@ from tnt.paths import cache_dir
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 ONNX_FILES = {"int8": "encoder.onnx", "fp32": "encoder-fp32.onnx"}  # by precision, beside every saved model
 TOKENIZER_FILE = "tokenizer.json"
-EXPORT_RECIPE = "eager-fused+int8-per-channel+fp32-first-ffn/3"  # part of the export cache key
+EXPORT_RECIPE = "eager-fused+int8-per-channel/2"  # part of the export cache key
 INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}  # x86 VNNI/AMX, Arm dot product
 PRECISION_VARIABLE = "TNT_ONNX_PRECISION"
 TOKENIZE_SLICE = 4096  # texts tokenised together by the ONNX encoder, then batched by token count
@@ -283,12 +283,11 @@ def export_onnx(model_path: Path, directory: Path) -> None:
 
     Eager attention exports the classic attention pattern, which ONNX Runtime fuses into one
     ``Attention`` op (the SDPA export is left unfused); per-channel int8 keeps the embeddings closer
-    to fp32 (cosine 0.993 against 0.968 per-tensor on MiniLM), and so does the first layer's
-    feed-forward block left in fp32 (``first_feed_forward``; docs/benchmarks.md#int8-export).
+    to fp32 (cosine 0.993 against 0.968 per-tensor on MiniLM). Every matrix product is quantised:
+    keeping some in fp32 moved accuracy within the noise and cost 10-20 % of the speed
+    (``bench/int8_export.py``).
     """
-    import onnx
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"}).eval()
@@ -320,22 +319,19 @@ def export_onnx(model_path: Path, directory: Path) -> None:
         optimize_model(
             fp32, model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
         ).save_model_to_file(fp32)
+    quantize_int8(Path(fp32), directory / ONNX_FILES["int8"])
+
+
+def quantize_int8(fp32: Path, int8: Path, kept_fp32: Sequence[str] = ()) -> None:
+    """Dynamic int8: per-channel int8 weights, activations quantised per batch; the nodes named in
+    ``kept_fp32`` stay fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     quantize_dynamic(
-        fp32, str(directory / ONNX_FILES["int8"]), weight_type=QuantType.QInt8, per_channel=True,
-        nodes_to_exclude=first_feed_forward(onnx.load(fp32, load_external_data=False).graph),
+        str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=list(kept_fp32),
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # fused ops lack inferred types
     )  # fmt: skip
-
-
-def first_feed_forward(graph: Any) -> list[str]:
-    """The matrix products of the first transformer layer's feed-forward block in a BERT-family export.
-
-    On MiniLM, keeping these two of its 24 products in fp32 raised the int8 embeddings' mean cosine
-    to fp32 from 0.9935 to 0.9951 and BANKING77 test accuracy from 0.9269 to fp32's 0.9295 (LR on
-    gold labels), for 8 % of int8's speed. Graphs named otherwise are quantised whole.
-    """
-    block = ("/layer.0/intermediate/", "/layer.0/output/dense/")
-    return [node.name for node in graph.node if node.op_type == "MatMul" and any(part in node.name for part in block)]
 
 
 def sentence_encoder(
