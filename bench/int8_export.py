@@ -5,7 +5,8 @@ left in fp32 (``quantize_int8``), and each runs the 3,080 BANKING77 test texts o
 variant: mean cosine to the fp32 embeddings, texts per CPU-second and its ratio to fp32, and the test
 accuracy of logistic regression fitted on the variant's embeddings of BANKING77 train, with the gold
 labels (C = 10) and with the simulated 85 %-right LLM labels of ``bench/finetune.py`` (C = 3 and 10).
-Speed is measured on int8 only where the CPU has int8 dot-product instructions (VNNI, AMX, Arm dot product).
+int8 outruns fp32 only on CPUs with int8 dot-product instructions (VNNI, AMX, Arm dot product), which
+the first line names.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/int8_export.py        # about 10 minutes on 2 cores
 """

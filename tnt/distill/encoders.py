@@ -284,7 +284,7 @@ def export_onnx(model_path: Path, directory: Path) -> None:
     Eager attention exports the classic attention pattern, which ONNX Runtime fuses into one
     ``Attention`` op (the SDPA export is left unfused); per-channel int8 keeps the embeddings closer
     to fp32 (cosine 0.993 against 0.968 per-tensor on MiniLM). Every matrix product is quantised:
-    keeping some in fp32 moved accuracy within the noise and cost 10-20 % of the speed
+    keeping some in fp32 moved accuracy within the noise and cost 7-25 % of the speed
     (``bench/int8_export.py``).
     """
     import torch
